@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+
+from app.deps import PageDep, SessionDep, SettingsDep, TenantDep
+from app.domain.ingestion import ColumnMapping
+from app.errors import InvalidInput
+from app.schemas.common import ListOf
+from app.schemas.datasets import DatasetPublic, RecordPublic
+from app.services import datasets, token_counts
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+def _label_values(raw: str | None) -> dict[str, str]:
+    if raw is None:
+        return dict(ColumnMapping().label_values)
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"form field 'label_values' is not valid JSON: {exc.msg}") from exc
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise InvalidInput("form field 'label_values' must be a JSON object of raw value -> label, "
+                           'e.g. {"Control": "control", "ProbableAD": "impaired"}')
+    return {str(k): v for k, v in values.items()}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
+async def create_dataset(
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant_id: TenantDep,
+    file: Annotated[UploadFile, File(description="CSV or JSONL of participant, text, label[, split].")],
+    name: Annotated[str | None, Form()] = None,
+    participant_column: Annotated[str, Form()] = "id",
+    text_column: Annotated[str, Form()] = "text",
+    label_column: Annotated[str, Form()] = "label",
+    split_column: Annotated[str, Form()] = "split",
+    label_values: Annotated[str | None, Form(description="JSON: raw label value -> control|impaired.")] = None,
+    split_seed: Annotated[int, Form()] = 0,
+    base_model: Annotated[str | None, Form(description="Tokenizer for token-length stats.")] = None,
+):
+    data = await file.read(settings.max_upload_bytes + 1)
+    mapping = ColumnMapping(
+        participant=participant_column,
+        text=text_column,
+        label=label_column,
+        split=split_column,
+        label_values=_label_values(label_values),
+    )
+    return datasets.create(
+        session,
+        tenant_id,
+        filename=file.filename or "upload",
+        data=data,
+        mapping=mapping,
+        name=name,
+        split_seed=split_seed,
+        max_bytes=settings.max_upload_bytes,
+        count_tokens=token_counts.counter(settings, base_model or settings.default_base_model),
+    )
+
+
+@router.get("", response_model=ListOf[DatasetPublic])
+def list_datasets(session: SessionDep, tenant_id: TenantDep, page: PageDep):
+    return datasets.list_for(session, tenant_id, limit=page.limit, cursor=page.cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def get_dataset(dataset_id: str, session: SessionDep, tenant_id: TenantDep):
+    return datasets.get(session, tenant_id, dataset_id)
+
+
+@router.get("/{dataset_id}/records", response_model=ListOf[RecordPublic])
+def list_records(
+    dataset_id: str,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    page: PageDep,
+    split: Annotated[str | None, Query()] = None,
+    label: Annotated[str | None, Query()] = None,
+):
+    return datasets.records(
+        session, tenant_id, dataset_id, limit=page.limit, cursor=page.cursor, split=split, label=label
+    )

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, AsyncIterator
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from app.db.models import TERMINAL_STATUSES
+from app.deps import DatabaseDep, PageDep, SessionDep, TenantDep
+from app.schemas.common import ListOf
+from app.schemas.finetune_jobs import CheckpointPublic, FinetuneJobCreate, FinetuneJobPublic, JobEventPublic
+from app.services import finetune_jobs
+
+router = APIRouter(prefix="/finetune-jobs", tags=["fine-tune jobs"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=FinetuneJobPublic)
+def create_job(
+    body: FinetuneJobCreate,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+):
+    job, created = finetune_jobs.create(
+        session,
+        tenant_id,
+        dataset_id=body.dataset_id,
+        base_model=body.base_model,
+        method=body.method,
+        prompt_set_id=body.prompt_set_id,
+        seed=body.seed,
+        hyperparameters=body.hyperparameters,
+        idempotency_key=idempotency_key,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return job
+
+
+@router.get("", response_model=ListOf[FinetuneJobPublic])
+def list_jobs(
+    session: SessionDep, tenant_id: TenantDep, page: PageDep, status: Annotated[str | None, Query()] = None
+):
+    return finetune_jobs.list_for(session, tenant_id, limit=page.limit, cursor=page.cursor, status=status)
+
+
+@router.get("/{job_id}", response_model=FinetuneJobPublic)
+def get_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
+    return finetune_jobs.get(session, tenant_id, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=FinetuneJobPublic)
+def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
+    return finetune_jobs.cancel(session, tenant_id, job_id)
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic])
+def list_checkpoints(job_id: str, session: SessionDep, tenant_id: TenantDep):
+    return finetune_jobs.checkpoints(session, tenant_id, job_id)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=ListOf[JobEventPublic],
+    description="Events after `after` (an event id). With `Accept: text/event-stream`, a server-sent "
+    "event stream that ends when the job does.",
+)
+def list_events(
+    job_id: str,
+    request: Request,
+    db: DatabaseDep,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+):
+    events = finetune_jobs.events(session, tenant_id, job_id, after=after, limit=limit)
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return StreamingResponse(_stream(db, tenant_id, job_id, after), media_type="text/event-stream")
+    next_cursor = str(events[-1].id) if len(events) == limit else None
+    return {"data": events, "next_cursor": next_cursor}
+
+
+async def _stream(db, tenant_id: str, job_id: str, after: int) -> AsyncIterator[str]:
+    """Polls the table; the database stays the one source of truth for events."""
+    while True:
+        with db.transaction() as session:
+            events = finetune_jobs.events(session, tenant_id, job_id, after=after, limit=500)
+            job = finetune_jobs.get(session, tenant_id, job_id)
+            finished = job.status in TERMINAL_STATUSES
+            for event in events:
+                body = JobEventPublic.model_validate(event).model_dump(mode="json")
+                yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(body)}\n\n"
+                after = event.id
+        if finished and not events:
+            yield f"event: end\ndata: {json.dumps({'status': job.status})}\n\n"
+            return
+        await asyncio.sleep(0.5)

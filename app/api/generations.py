@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.deps import SessionDep, TenantDep
+from app.schemas.generations import GenerateRequest, GenerationPublic
+from app.services import generations
+
+router = APIRouter(tags=["generations"])
+
+
+@router.post("/generate", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationPublic)
+def generate(body: GenerateRequest, session: SessionDep, tenant_id: TenantDep):
+    return generations.create(
+        session,
+        tenant_id,
+        adapter_id=body.adapter_id,
+        label=body.label,
+        n=body.n,
+        params=body.sampling_params(),
+        corpus_id=body.corpus_id,
+    )
+
+
+@router.get("/generations/{generation_id}", response_model=GenerationPublic)
+def get_generation(generation_id: str, session: SessionDep, tenant_id: TenantDep):
+    return generations.get(session, tenant_id, generation_id)

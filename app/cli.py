@@ -1,0 +1,86 @@
+"""``synthaug``: serve, migrate, create keys, prepare models, run the demo."""
+
+from __future__ import annotations
+
+import typer
+
+from app.settings import get_settings
+
+cli = typer.Typer(help="synthaug: synthetic speech-transcript corpora.", no_args_is_help=True)
+db_cli = typer.Typer(help="Database migrations.", no_args_is_help=True)
+keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
+models_cli = typer.Typer(help="Base models.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(models_cli, name="models")
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply migrations up to REVISION."""
+    from app.db.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url, revision)
+    typer.echo(f"database at {revision}: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@keys_cli.command("create")
+def keys_create(tenant: str = typer.Option("default", help="Tenant name (created if missing)."),
+                name: str = typer.Option("default", help="A label for the key.")) -> None:
+    """Create an API key and print it (it is shown only once)."""
+    from app.db.session import Database
+    from app.services.auth import create_key
+
+    settings = get_settings()
+    db = Database(settings.resolved_database_url)
+    with db.transaction() as session:
+        _tenant, raw = create_key(session, tenant, settings.key_pepper.get_secret_value(), name)
+    db.dispose()
+    typer.echo(raw)
+
+
+@models_cli.command("prepare")
+def models_prepare(name: str = typer.Argument(None, help="Registry name; default: the default base model.")) -> None:
+    """Convert/cache a base model once, so jobs and token stats start fast."""
+    from worker.models import materialize_base_model
+
+    settings = get_settings()
+    path = materialize_base_model(name or settings.default_base_model, settings.resolved_cache_dir)
+    typer.echo(str(path))
+
+
+@cli.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Start the API; in embedded mode also migrate, start the runner and print a first key."""
+    import uvicorn
+
+    from app.embedded import build_embedded
+    from app.main import create_app
+
+    settings = get_settings()
+    if not settings.embedded:
+        uvicorn.run(create_app(settings), host=host, port=port)
+        return
+    stack = build_embedded(settings)
+    if stack.first_key:
+        typer.echo(f"API key for tenant 'default' (shown once): {stack.first_key}")
+    try:
+        uvicorn.run(create_app(settings, db=stack.db), host=host, port=port)
+    finally:
+        stack.runner.stop()
+
+
+@cli.command()
+def demo(
+    samples_per_label: int = typer.Option(12, help="Synthetic transcripts per label."),
+    data_dir: str = typer.Option("data/demo", help="Where the demo keeps its SQLite file and artifacts."),
+) -> None:
+    """Run upload → QLoRA fine-tune → generate → corpus on the example data, embedded, on the CPU."""
+    from app.demo import run_demo
+
+    run_demo(samples_per_label=samples_per_label, data_dir=data_dir)
+
+
+def main() -> None:
+    cli()

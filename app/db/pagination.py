@@ -1,0 +1,38 @@
+"""Keyset (cursor) pagination over a monotonically increasing id column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Sequence, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    data: Sequence[T]
+    next_cursor: str | None
+
+
+def paginate(
+    session: Session,
+    stmt: Select[Any],
+    key: InstrumentedAttribute[Any],
+    *,
+    limit: int,
+    cursor: str | None,
+    newest_first: bool,
+) -> Page[Any]:
+    """One page of ``stmt`` ordered by ``key``; the cursor is the last key seen."""
+    if cursor is not None:
+        value: Any = int(cursor) if key.type.python_type is int else cursor
+        stmt = stmt.where(key < value if newest_first else key > value)
+    stmt = stmt.order_by(key.desc() if newest_first else key.asc()).limit(limit + 1)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = str(getattr(rows[-1], key.key)) if more and rows else None
+    return Page(rows, next_cursor)

@@ -1,0 +1,174 @@
+"""Queries. Every tenant-owned lookup filters by tenant; services hold the rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Iterator, Sequence
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import (
+    Adapter,
+    ApiKey,
+    Checkpoint,
+    Corpus,
+    Dataset,
+    FinetuneJob,
+    Generation,
+    JobEvent,
+    PromptSetRow,
+    Record,
+    Sample,
+    Tenant,
+)
+from app.db.pagination import Page, paginate
+
+TENANT_OWNED = (Dataset, FinetuneJob, Adapter, Corpus, Generation)
+
+
+def get_owned(session: Session, model: type, tenant_id: str, object_id: str) -> Any | None:
+    """A tenant's object by id, or None (another tenant's object is simply not found)."""
+    return session.scalar(select(model).where(model.id == object_id, model.tenant_id == tenant_id))
+
+
+def list_owned(
+    session: Session, model: type, tenant_id: str, *, limit: int, cursor: str | None, **filters: Any
+) -> Page[Any]:
+    """Newest first, filtered by tenant and by any ``column=value`` given."""
+    stmt = select(model).where(model.tenant_id == tenant_id)
+    for column, value in filters.items():
+        if value is not None:
+            stmt = stmt.where(getattr(model, column) == value)
+    return paginate(session, stmt, model.id, limit=limit, cursor=cursor, newest_first=True)
+
+
+# tenants and keys
+
+def get_tenant_by_name(session: Session, name: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.name == name))
+
+
+def get_active_key(session: Session, key_hash: str) -> ApiKey | None:
+    return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
+
+
+def count_keys(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(ApiKey)) or 0
+
+
+# datasets
+
+def add_records(session: Session, rows: Iterable[dict[str, Any]]) -> None:
+    session.execute(Record.__table__.insert(), list(rows))
+
+
+def list_records(
+    session: Session, dataset_id: str, *, limit: int, cursor: str | None, split: str | None, label: str | None
+) -> Page[Record]:
+    stmt = select(Record).where(Record.dataset_id == dataset_id)
+    if split:
+        stmt = stmt.where(Record.split == split)
+    if label:
+        stmt = stmt.where(Record.label == label)
+    return paginate(session, stmt, Record.id, limit=limit, cursor=cursor, newest_first=False)
+
+
+def records_for_split(session: Session, dataset_id: str, split: str) -> Sequence[Record]:
+    stmt = select(Record).where(Record.dataset_id == dataset_id, Record.split == split).order_by(Record.id)
+    return session.scalars(stmt).all()
+
+
+# prompt sets
+
+def get_visible_prompt_set(session: Session, tenant_id: str, prompt_set_id: str) -> PromptSetRow | None:
+    return session.scalar(
+        select(PromptSetRow).where(
+            PromptSetRow.id == prompt_set_id,
+            or_(PromptSetRow.tenant_id == tenant_id, PromptSetRow.tenant_id.is_(None)),
+        )
+    )
+
+
+def list_visible_prompt_sets(session: Session, tenant_id: str, *, limit: int, cursor: str | None) -> Page[PromptSetRow]:
+    stmt = select(PromptSetRow).where(or_(PromptSetRow.tenant_id == tenant_id, PromptSetRow.tenant_id.is_(None)))
+    return paginate(session, stmt, PromptSetRow.id, limit=limit, cursor=cursor, newest_first=False)
+
+
+# fine-tune jobs
+
+def get_job_by_idempotency_key(session: Session, tenant_id: str, key: str) -> FinetuneJob | None:
+    return session.scalar(
+        select(FinetuneJob).where(FinetuneJob.tenant_id == tenant_id, FinetuneJob.idempotency_key == key)
+    )
+
+
+def lock_job(session: Session, job_id: str) -> FinetuneJob | None:
+    """The job row, locked for update where the database supports it."""
+    return session.scalar(select(FinetuneJob).where(FinetuneJob.id == job_id).with_for_update())
+
+
+def events_after(session: Session, job_id: str, after_id: int, limit: int) -> Sequence[JobEvent]:
+    stmt = (
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.id > after_id)
+        .order_by(JobEvent.id)
+        .limit(limit)
+    )
+    return session.scalars(stmt).all()
+
+
+def list_checkpoints(session: Session, job_id: str) -> Sequence[Checkpoint]:
+    return session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)).all()
+
+
+def get_checkpoint(session: Session, job_id: str, step: int) -> Checkpoint | None:
+    return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
+
+
+def get_adapter_for_job(session: Session, job_id: str) -> Adapter | None:
+    return session.scalar(select(Adapter).where(Adapter.job_id == job_id))
+
+
+def unfinished(session: Session, model: type) -> Sequence[Any]:
+    """Rows still queued or running (for recovery after a crash)."""
+    return session.scalars(select(model).where(model.status.in_(("queued", "running"))).order_by(model.id)).all()
+
+
+def touch_heartbeat(session: Session, model: type, object_id: str, now: datetime) -> None:
+    session.execute(update(model).where(model.id == object_id).values(heartbeat_at=now))
+
+
+# corpora and samples
+
+def corpus_label_counts(session: Session, corpus_id: str) -> dict[str, int]:
+    stmt = select(Sample.label, func.count()).where(Sample.corpus_id == corpus_id).group_by(Sample.label)
+    return {label: count for label, count in session.execute(stmt)}
+
+
+def list_samples(
+    session: Session, corpus_id: str, *, limit: int, cursor: str | None, label: str | None
+) -> Page[Sample]:
+    stmt = select(Sample).where(Sample.corpus_id == corpus_id)
+    if label:
+        stmt = stmt.where(Sample.label == label)
+    return paginate(session, stmt, Sample.id, limit=limit, cursor=cursor, newest_first=False)
+
+
+def iter_samples(session: Session, corpus_id: str, label: str | None, chunk: int = 500) -> Iterator[Sample]:
+    """All samples of a corpus in id order, read in chunks so exports stay flat in memory."""
+    cursor: str | None = None
+    while True:
+        page = list_samples(session, corpus_id, limit=chunk, cursor=cursor, label=label)
+        yield from page.data
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def existing_sample_indexes(session: Session, generation_id: str) -> set[int]:
+    return set(session.scalars(select(Sample.index).where(Sample.generation_id == generation_id)))
+
+
+def sample_texts(session: Session, corpus_id: str, label: str) -> Sequence[str]:
+    return session.scalars(select(Sample.text).where(Sample.corpus_id == corpus_id, Sample.label == label)).all()

@@ -1,0 +1,93 @@
+"""Engine and sessions; enqueued job ids are sent only after their transaction commits."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Protocol
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+_PENDING = "synthaug_pending_enqueues"
+_QUEUE = "synthaug_queue"
+
+
+class JobQueue(Protocol):
+    """Carries job ids to whatever runs them (embedded runner or Celery)."""
+
+    def enqueue(self, task_name: str, object_id: str) -> None: ...
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL, a busy timeout and real SAVEPOINT support."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # pysqlite's own transaction handling breaks SAVEPOINTs; let SQLAlchemy emit BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if ":memory:" not in url:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+class Database:
+    """Owns the engine and the session factory of one process."""
+
+    def __init__(self, url: str, queue: JobQueue | None = None) -> None:
+        self.url = url
+        self.engine = create_db_engine(url)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.queue = queue
+
+    def new_session(self) -> Session:
+        session = self.sessionmaker()
+        session.info[_QUEUE] = self.queue
+        return session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        session = self.new_session()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def enqueue_after_commit(session: Session, task_name: str, object_id: str) -> None:
+    """Send ``object_id`` to the queue once this session's transaction commits, never before."""
+    session.info.setdefault(_PENDING, []).append((task_name, object_id))
+
+
+@event.listens_for(Session, "after_commit")
+def _send_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, [])
+    queue = session.info.get(_QUEUE)
+    if queue is None:
+        return
+    for task_name, object_id in pending:
+        queue.enqueue(task_name, object_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)

@@ -1,0 +1,63 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.api import adapters, corpora, datasets, finetune_jobs, generations, prompt_sets, system
+from app.db.session import Database, JobQueue
+from app.errors import SynthaugError
+from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, queue: JobQueue | None = None, db: Database | None = None) -> FastAPI:
+    """An app bound to one database and one job queue (embedded runner or Celery)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.settings = settings
+        app.state.db = db or Database(settings.resolved_database_url, queue)
+        yield
+        if db is None:
+            app.state.db.dispose()
+
+    app = FastAPI(
+        title="synthaug",
+        version="0.1.0",
+        description="Label-conditioned synthetic transcript corpora for cognitive-impairment classifiers.",
+        lifespan=lifespan,
+    )
+    for module in (datasets, prompt_sets, finetune_jobs, adapters, generations, corpora, system):
+        app.include_router(module.router)
+
+    @app.exception_handler(SynthaugError)
+    async def _synthaug_error(_request: Request, exc: SynthaugError) -> JSONResponse:
+        return JSONResponse(exc.to_body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        return JSONResponse(
+            {"error": "InvalidInput", "detail": problems, "errors": exc.errors()}, status_code=422
+        )
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    return app

@@ -1,0 +1,94 @@
+"""Datasets: validate an upload completely, then store it in one transaction or not at all."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlalchemy.orm import Session
+
+from app.db import repositories as repo
+from app.db.models import Dataset, Record
+from app.db.pagination import Page
+from app.domain.ingestion import ColumnMapping, parse_upload
+from app.errors import DatasetInvalid, NotFound, PayloadTooLarge
+
+
+def create(
+    session: Session,
+    tenant_id: str,
+    *,
+    filename: str,
+    data: bytes,
+    mapping: ColumnMapping,
+    name: str | None,
+    split_seed: int,
+    max_bytes: int,
+    count_tokens: Callable[[str], int] | None = None,
+) -> Dataset:
+    """Parse and validate; any error raises with the full report and nothing is written."""
+    records, report = parse_upload(
+        data, filename, mapping, max_bytes=max_bytes, split_seed=split_seed, count_tokens=count_tokens
+    )
+    if not report.ok:
+        body = {"report": report.to_dict()}
+        if any(issue.code == "file_too_large" for issue in report.errors):
+            raise PayloadTooLarge(report.errors[0].message, extra=body)
+        raise DatasetInvalid(
+            f"the upload has {len(report.errors)} error(s); first: {report.errors[0].message}", extra=body
+        )
+    dataset = Dataset(
+        tenant_id=tenant_id,
+        name=name or filename,
+        filename=filename,
+        column_mapping=mapping_to_dict(mapping),
+        split_seed=split_seed,
+        report=report.to_dict(),
+        record_count=len(records),
+    )
+    session.add(dataset)
+    session.flush()
+    repo.add_records(
+        session,
+        (
+            {
+                "dataset_id": dataset.id,
+                "row": r.row,
+                "participant_id": r.participant_id,
+                "text": r.text,
+                "label": r.label,
+                "split": r.split,
+            }
+            for r in records
+        ),
+    )
+    return dataset
+
+
+def get(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
+    dataset = repo.get_owned(session, Dataset, tenant_id, dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset '{dataset_id}' not found")
+    return dataset
+
+
+def list_for(session: Session, tenant_id: str, *, limit: int, cursor: str | None) -> Page[Dataset]:
+    return repo.list_owned(session, Dataset, tenant_id, limit=limit, cursor=cursor)
+
+
+def records(
+    session: Session, tenant_id: str, dataset_id: str, *, limit: int, cursor: str | None,
+    split: str | None, label: str | None,
+) -> Page[Record]:
+    """A page of a dataset's records (404 for another tenant's dataset)."""
+    get(session, tenant_id, dataset_id)
+    return repo.list_records(session, dataset_id, limit=limit, cursor=cursor, split=split, label=label)
+
+
+def mapping_to_dict(mapping: ColumnMapping) -> dict:
+    return {
+        "participant": mapping.participant,
+        "text": mapping.text,
+        "label": mapping.label,
+        "split": mapping.split,
+        "label_values": dict(mapping.label_values),
+    }

@@ -1,0 +1,123 @@
+"""Fine-tune jobs: creation rules, idempotency, cancel, events and checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sqlalchemy.orm import Session
+
+from app.db import repositories as repo
+from app.db.models import TERMINAL_STATUSES, Checkpoint, FinetuneJob, JobEvent, Record
+from app.db.pagination import Page
+from app.db.session import enqueue_after_commit
+from app.domain.base_models import UnknownBaseModel, resolve_base_model
+from app.domain.hyperparameters import Hyperparameters
+from app.errors import Conflict, InvalidInput, JobStateError, NotFound, UnknownModel
+from app.services import datasets, prompt_sets
+
+TASK_NAME = "finetune.run"
+METHODS = ("qlora", "lora")
+
+
+def create(
+    session: Session,
+    tenant_id: str,
+    *,
+    dataset_id: str,
+    base_model: str,
+    method: str,
+    prompt_set_id: str,
+    seed: int,
+    hyperparameters: Hyperparameters,
+    idempotency_key: str | None,
+) -> tuple[FinetuneJob, bool]:
+    """A queued job (enqueued after commit); with a known Idempotency-Key, the existing job."""
+    if idempotency_key:
+        existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing is not None:
+            if existing.dataset_id != dataset_id or existing.method != method or existing.base_model != base_model:
+                raise Conflict(f"Idempotency-Key '{idempotency_key}' was already used for a different job ({existing.id})")
+            return existing, False
+    if method not in METHODS:
+        raise InvalidInput(f"method '{method}' is not supported here; use one of: {', '.join(METHODS)}")
+    try:
+        resolve_base_model(base_model)
+    except UnknownBaseModel as exc:
+        raise UnknownModel(str(exc)) from exc
+    dataset = datasets.get(session, tenant_id, dataset_id)
+    prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, prompt_set_id))
+    _check_labels(session, dataset.id, set(prompt_set.labels))
+    job = FinetuneJob(
+        tenant_id=tenant_id,
+        dataset_id=dataset.id,
+        prompt_set_id=prompt_set_id,
+        base_model=base_model,
+        method=method,
+        hyperparameters=hyperparameters.model_dump(),
+        seed=seed,
+        idempotency_key=idempotency_key,
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, "message", "job queued")
+    enqueue_after_commit(session, TASK_NAME, job.id)
+    return job, True
+
+
+def _check_labels(session: Session, dataset_id: str, prompt_labels: set[str]) -> None:
+    train_labels = {r.label for r in repo.records_for_split(session, dataset_id, "train")}
+    if not train_labels:
+        raise InvalidInput(f"dataset '{dataset_id}' has no train records to fine-tune on")
+    unknown = train_labels - prompt_labels
+    if unknown:
+        raise InvalidInput(f"the prompt set has no prompts for label(s): {', '.join(sorted(unknown))}")
+
+
+def get(session: Session, tenant_id: str, job_id: str) -> FinetuneJob:
+    job = repo.get_owned(session, FinetuneJob, tenant_id, job_id)
+    if job is None:
+        raise NotFound(f"fine-tune job '{job_id}' not found")
+    return job
+
+
+def list_for(
+    session: Session, tenant_id: str, *, limit: int, cursor: str | None, status: str | None
+) -> Page[FinetuneJob]:
+    return repo.list_owned(session, FinetuneJob, tenant_id, limit=limit, cursor=cursor, status=status)
+
+
+def cancel(session: Session, tenant_id: str, job_id: str) -> FinetuneJob:
+    """Queued jobs cancel at once; running ones stop at the trainer's next step."""
+    job = get(session, tenant_id, job_id)
+    if job.status in TERMINAL_STATUSES:
+        raise JobStateError(f"job '{job_id}' is already {job.status} and cannot be cancelled")
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status = "cancelled"
+        add_event(session, job.id, "message", "cancelled before it started")
+    else:
+        add_event(session, job.id, "message", "cancel requested; stopping after the current step")
+    session.flush()
+    return job
+
+
+def add_event(session: Session, job_id: str, kind: str, message: str = "", data: dict[str, Any] | None = None) -> JobEvent:
+    event = JobEvent(job_id=job_id, kind=kind, message=message, data=data or {})
+    session.add(event)
+    session.flush()
+    return event
+
+
+def events(session: Session, tenant_id: str, job_id: str, *, after: int, limit: int) -> Sequence[JobEvent]:
+    get(session, tenant_id, job_id)
+    return repo.events_after(session, job_id, after, limit)
+
+
+def checkpoints(session: Session, tenant_id: str, job_id: str) -> Sequence[Checkpoint]:
+    get(session, tenant_id, job_id)
+    return repo.list_checkpoints(session, job_id)
+
+
+def training_records(session: Session, job: FinetuneJob, split: str) -> Sequence[Record]:
+    """Real records of one split; only 'train' ever reaches a trainer's gradient."""
+    return repo.records_for_split(session, job.dataset_id, split)

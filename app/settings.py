@@ -1,0 +1,62 @@
+"""One Settings object (env prefix ``SYNTHAUG_``), created once and refused at start-up if unsafe."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_KEY_PEPPER = "synthaug-dev-pepper"
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field can be set as ``SYNTHAUG_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SYNTHAUG_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = Field("dev", description="dev allows unsafe defaults.")
+    data_dir: Path = Field(Path("data"), description="Root for the SQLite file, artifacts and caches.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    artifact_dir: Path | None = Field(None, description="Adapters, checkpoints, exports.")
+    cache_dir: Path | None = Field(None, description="Converted base models.")
+    broker_url: str | None = Field(None, description="Celery broker; unset = embedded runner.")
+    default_base_model: str = "smollm2-135m-instruct"
+    openai_api_key: SecretStr | None = Field(None, description="Never logged or returned.")
+    key_pepper: SecretStr = Field(SecretStr(DEV_KEY_PEPPER), description="HMAC pepper for API keys.")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    heartbeat_stale_seconds: int = Field(300, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    page_size_max: int = Field(500, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> "Settings":
+        if self.env == "prod" and self.key_pepper.get_secret_value() == DEV_KEY_PEPPER:
+            raise ValueError("SYNTHAUG_KEY_PEPPER must be set to a secret value outside dev")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when jobs run in this process (no broker configured)."""
+        return not self.broker_url
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured URL, or a SQLite file under data_dir."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'synthaug.db').resolve()}"
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return (self.cache_dir or self.data_dir / "cache").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

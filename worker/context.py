@@ -1,0 +1,32 @@
+"""What a worker process holds: settings, the database and its backends, built once per process."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from app.db.session import Database
+from app.settings import Settings
+
+
+class WorkerContext:
+    """Backends are created on first use and kept, so models load once per process."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self._samplers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def sampler(self, name: str) -> Any:
+        from worker.sampling import SAMPLERS
+
+        with self._lock:
+            if name not in self._samplers:
+                self._samplers[name] = SAMPLERS[name]()
+            return self._samplers[name]
+
+    def trainer(self, method: str) -> Any:
+        from worker.training import get_trainer
+
+        return get_trainer(method)

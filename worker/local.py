@@ -1,0 +1,74 @@
+"""The embedded runner: the same task bodies as the Celery workers, on a background thread."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from app.db import repositories as repo
+from app.db.models import FinetuneJob, Generation
+from app.services import finetune_jobs, generations
+from worker.context import WorkerContext
+from worker.runner import TASKS
+
+log = logging.getLogger(__name__)
+_STOP = ("", "")
+
+
+class LocalRunner:
+    """A FIFO of (task name, id) run one at a time; implements the app's JobQueue."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def enqueue(self, task_name: str, object_id: str) -> None:
+        if task_name not in TASKS:
+            raise ValueError(f"unknown task '{task_name}'")
+        self._queue.put((task_name, object_id))
+
+    def start(self) -> None:
+        """Re-enqueue what a previous process left queued or running, then start working."""
+        self.recover()
+        self._thread = threading.Thread(target=self._work, name="synthaug-runner", daemon=True)
+        self._thread.start()
+
+    def recover(self) -> list[str]:
+        """Jobs left queued or running (e.g. by a crash) go back on the queue; returns their ids."""
+        with self.ctx.db.transaction() as s:
+            pending = [(finetune_jobs.TASK_NAME, j.id) for j in repo.unfinished(s, FinetuneJob)]
+            pending += [(generations.TASK_NAME, g.id) for g in repo.unfinished(s, Generation)]
+        for task_name, object_id in pending:
+            self.enqueue(task_name, object_id)
+        return [object_id for _, object_id in pending]
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until everything enqueued so far has run; False on timeout."""
+        done = threading.Event()
+
+        def _wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=_wait, daemon=True).start()
+        return done.wait(timeout)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    def _work(self) -> None:
+        while True:
+            task_name, object_id = self._queue.get()
+            try:
+                if (task_name, object_id) == _STOP:
+                    return
+                TASKS[task_name](self.ctx, object_id)
+            except Exception:
+                log.exception("task %s(%s) crashed", task_name, object_id)
+            finally:
+                self._queue.task_done()
