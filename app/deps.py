@@ -28,7 +28,9 @@ def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Sess
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit (and enqueue) before the response is sent, so a client holding a 201
+# finds its object and a failed commit is an error response, not a 201 for nothing.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_tenant(

@@ -46,9 +46,9 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None, 
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        return JSONResponse(
-            {"error": "InvalidInput", "detail": problems, "errors": exc.errors()}, status_code=422
-        )
+        # Only the JSON-safe fields: a validator's ctx holds the exception object itself.
+        errors = [{"type": err["type"], "loc": list(err["loc"]), "msg": err["msg"]} for err in exc.errors()]
+        return JSONResponse({"error": "InvalidInput", "detail": problems, "errors": errors}, status_code=422)
 
     @app.middleware("http")
     async def _count(request: Request, call_next):

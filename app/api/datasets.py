@@ -29,28 +29,32 @@ def _label_values(raw: str | None) -> dict[str, str]:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
-async def create_dataset(
+def create_dataset(
     session: SessionDep,
     settings: SettingsDep,
     tenant_id: TenantDep,
     file: Annotated[UploadFile, File(description="CSV or JSONL of participant, text, label[, split].")],
-    name: Annotated[str | None, Form()] = None,
+    name: Annotated[str | None, Form(max_length=200)] = None,
     participant_column: Annotated[str, Form()] = "id",
     text_column: Annotated[str, Form()] = "text",
     label_column: Annotated[str, Form()] = "label",
     split_column: Annotated[str, Form()] = "split",
     label_values: Annotated[str | None, Form(description="JSON: raw label value -> control|impaired.")] = None,
-    split_seed: Annotated[int, Form()] = 0,
+    split_seed: Annotated[int, Form(ge=0, le=2**31 - 1)] = 0,
     base_model: Annotated[str | None, Form(description="Tokenizer for token-length stats.")] = None,
 ):
-    data = await file.read(settings.max_upload_bytes + 1)
-    mapping = ColumnMapping(
-        participant=participant_column,
-        text=text_column,
-        label=label_column,
-        split=split_column,
-        label_values=_label_values(label_values),
-    )
+    # Sync route (runs in the threadpool): parsing and the insert must not block the event loop.
+    data = file.file.read(settings.max_upload_bytes + 1)
+    try:
+        mapping = ColumnMapping(
+            participant=participant_column,
+            text=text_column,
+            label=label_column,
+            split=split_column,
+            label_values=_label_values(label_values),
+        )
+    except ValueError as exc:
+        raise InvalidInput(f"form field 'label_values': {exc}") from exc
     return datasets.create(
         session,
         tenant_id,

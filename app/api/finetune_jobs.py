@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, AsyncIterator
+from typing import Annotated, AsyncIterator, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -42,7 +42,10 @@ def create_job(
 
 @router.get("", response_model=ListOf[FinetuneJobPublic])
 def list_jobs(
-    session: SessionDep, tenant_id: TenantDep, page: PageDep, status: Annotated[str | None, Query()] = None
+    session: SessionDep,
+    tenant_id: TenantDep,
+    page: PageDep,
+    status: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()] = None,
 ):
     return finetune_jobs.list_for(session, tenant_id, limit=page.limit, cursor=page.cursor, status=status)
 
@@ -77,11 +80,12 @@ def list_events(
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ):
-    events = finetune_jobs.events(session, tenant_id, job_id, after=after, limit=limit)
+    # One more than asked: next_cursor is null on the last page, as on every other list.
+    events = finetune_jobs.events(session, tenant_id, job_id, after=after, limit=limit + 1)
     if "text/event-stream" in request.headers.get("accept", ""):
         return StreamingResponse(_stream(db, tenant_id, job_id, after), media_type="text/event-stream")
-    next_cursor = str(events[-1].id) if len(events) == limit else None
-    return {"data": events, "next_cursor": next_cursor}
+    next_cursor = str(events[limit - 1].id) if len(events) > limit else None
+    return {"data": events[:limit], "next_cursor": next_cursor}
 
 
 async def _stream(db, tenant_id: str, job_id: str, after: int) -> AsyncIterator[str]:

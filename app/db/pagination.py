@@ -8,6 +8,8 @@ from typing import Any, Generic, Sequence, TypeVar
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from app.errors import InvalidInput
+
 T = TypeVar("T")
 
 
@@ -28,7 +30,11 @@ def paginate(
 ) -> Page[Any]:
     """One page of ``stmt`` ordered by ``key``; the cursor is the last key seen."""
     if cursor is not None:
-        value: Any = int(cursor) if key.type.python_type is int else cursor
+        value: Any = cursor
+        if key.type.python_type is int:
+            if not (cursor.isascii() and cursor.isdigit()):
+                raise InvalidInput(f"cursor '{cursor}' is not a next_cursor this list returned")
+            value = int(cursor)
         stmt = stmt.where(key < value if newest_first else key > value)
     stmt = stmt.order_by(key.desc() if newest_first else key.asc()).limit(limit + 1)
     rows = list(session.scalars(stmt))

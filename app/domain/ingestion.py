@@ -23,6 +23,7 @@ SPLITS = ("train", "validation", "test")
 
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
                  "dev": "validation", "test": "test"}
+MAX_PARTICIPANT_CHARS = 200  # records.participant_id is VARCHAR(200)
 SHORT_TEXT_WORDS = 10
 LONG_TEXT_WORDS = 1500
 IMBALANCE_RATIO = 0.67
@@ -275,6 +276,10 @@ def _to_record(
     if participant is None:
         report.error("missing_participant", f"line {line}: column '{names['participant']}' is empty",
                      column=names["participant"], **where)
+    elif len(participant) > MAX_PARTICIPANT_CHARS:
+        report.error("participant_too_long",
+                     f"line {line}: the participant id has {len(participant)} characters, over "
+                     f"{MAX_PARTICIPANT_CHARS}", column=names["participant"], **where)
     if not text:
         report.error("empty_text", f"line {line}: column '{names['text']}' is empty{who}",
                      column=names["text"], **where)

@@ -10,7 +10,11 @@ from app.db import repositories as repo
 from app.db.models import Dataset, Record
 from app.db.pagination import Page
 from app.domain.ingestion import ColumnMapping, parse_upload
-from app.errors import DatasetInvalid, NotFound, PayloadTooLarge
+from app.errors import DatasetInvalid, InvalidInput, NotFound, PayloadTooLarge
+
+# The widths of datasets.filename and datasets.name.
+MAX_FILENAME_CHARS = 300
+MAX_NAME_CHARS = 200
 
 
 def create(
@@ -26,6 +30,8 @@ def create(
     count_tokens: Callable[[str], int] | None = None,
 ) -> Dataset:
     """Parse and validate; any error raises with the full report and nothing is written."""
+    if len(filename) > MAX_FILENAME_CHARS:
+        raise InvalidInput(f"the file name has {len(filename)} characters, over {MAX_FILENAME_CHARS}; rename the file")
     records, report = parse_upload(
         data, filename, mapping, max_bytes=max_bytes, split_seed=split_seed, count_tokens=count_tokens
     )
@@ -38,7 +44,7 @@ def create(
         )
     dataset = Dataset(
         tenant_id=tenant_id,
-        name=name or filename,
+        name=name or filename[:MAX_NAME_CHARS],
         filename=filename,
         column_mapping=mapping_to_dict(mapping),
         split_seed=split_seed,

@@ -35,7 +35,10 @@ def create(
     if idempotency_key:
         existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
-            if existing.dataset_id != dataset_id or existing.method != method or existing.base_model != base_model:
+            requested = (dataset_id, base_model, method, prompt_set_id, seed, hyperparameters.model_dump())
+            stored = (existing.dataset_id, existing.base_model, existing.method, existing.prompt_set_id,
+                      existing.seed, existing.hyperparameters)
+            if requested != stored:
                 raise Conflict(f"Idempotency-Key '{idempotency_key}' was already used for a different job ({existing.id})")
             return existing, False
     if method not in METHODS:

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from app.db import repositories as repo
 from app.db.models import PromptSetRow
 from app.db.pagination import Page
+from app.domain.ingestion import LABELS
 from app.domain.prompts import PromptSet, default_prompt_set
 from app.errors import InvalidInput, NotFound
 
@@ -38,9 +39,14 @@ def list_visible(session: Session, tenant_id: str, *, limit: int, cursor: str | 
 
 
 def create(session: Session, tenant_id: str, prompt_set: PromptSet) -> PromptSetRow:
-    missing = {"control", "impaired"} - set(prompt_set.labels)
+    missing = set(LABELS) - set(prompt_set.labels)
     if missing:
         raise InvalidInput(f"a prompt set needs prompts for every label; missing: {', '.join(sorted(missing))}")
+    unknown = set(prompt_set.labels) - set(LABELS)
+    if unknown:
+        raise InvalidInput(
+            f"datasets only carry the labels {', '.join(LABELS)}; unknown: {', '.join(sorted(unknown))}"
+        )
     row = PromptSetRow(tenant_id=tenant_id, name=prompt_set.name, spec=prompt_set.to_dict())
     session.add(row)
     session.flush()

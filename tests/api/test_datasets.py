@@ -1,0 +1,323 @@
+"""POST /datasets, GET /datasets, GET /datasets/{id}, GET /datasets/{id}/records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.api.factories import (
+    balanced_rows,
+    csv_bytes,
+    jsonl_bytes,
+    make_text,
+    upload,
+    upload_example_dataset,
+    upload_small_dataset,
+)
+
+SPLIT_HEADER = ("id", "text", "label", "split")
+
+
+def all_records(client, auth, dataset_id, **params) -> list[dict]:
+    response = client.get(f"/datasets/{dataset_id}/records", headers=auth, params={"limit": 500, **params})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def assert_nothing_stored(client, auth) -> None:
+    response = client.get("/datasets", headers=auth)
+    assert response.status_code == 200
+    assert response.json() == {"data": [], "next_cursor": None}
+
+
+class TestUploadCsv:
+    def test_example_file_is_stored_with_its_report(self, client, auth):
+        dataset = upload_example_dataset(client, auth)
+        assert dataset["id"].startswith("ds_")
+        assert dataset["name"] == dataset["filename"] == "adress_illustrative.csv"
+        assert dataset["record_count"] == 120
+        report = dataset["report"]
+        assert report["ok"] is True and report["errors"] == []
+        assert report["stats"]["format"] == "csv"
+        assert report["stats"]["labels"] == {"control": 60, "impaired": 60}
+        assert report["stats"]["split_assigned"] is True
+        assert sum(report["stats"]["splits"].values()) == 120
+        assert dataset["column_mapping"] == {
+            "participant": "id", "text": "text", "label": "label", "split": "split",
+            "label_values": {"0": "control", "1": "impaired"},
+        }
+        assert client.get(f"/datasets/{dataset['id']}", headers=auth).json() == dataset
+
+    def test_records_keep_file_rows_and_canonical_labels(self, client, auth):
+        dataset = upload_small_dataset(client, auth, name="pilot")
+        assert dataset["name"] == "pilot"
+        records = all_records(client, auth, dataset["id"])
+        assert [(r["row"], r["participant_id"], r["label"]) for r in records[:2]] == [
+            (2, "S000", "control"), (3, "S001", "impaired"),
+        ]
+        assert records[0]["text"] == make_text(0)
+
+
+class TestUploadJsonl:
+    def test_jsonl_with_splits(self, client, auth):
+        objects = [
+            {"id": f"P{i}", "text": make_text(i), "label": i % 2, "split": ["train", "train", "test"][i // 2 % 3]}
+            for i in range(6)
+        ]
+        response = upload(client, auth, jsonl_bytes(objects), "upload.jsonl")
+        assert response.status_code == 201, response.text
+        dataset = response.json()
+        assert dataset["report"]["stats"]["format"] == "jsonl"
+        assert dataset["record_count"] == 6
+        records = all_records(client, auth, dataset["id"])
+        assert [(r["row"], r["participant_id"], r["split"]) for r in records] == [
+            (i + 1, f"P{i}", o["split"]) for i, o in enumerate(objects)
+        ]
+
+
+class TestColumnMapping:
+    def test_custom_columns_and_label_values(self, client, auth):
+        rows = [[f"adrso{i:03d}", make_text(i), ["Control", "ProbableAD"][i % 2]] for i in range(6)]
+        data = csv_bytes(rows, header=("participant", "transcript", "diagnosis"))
+        response = upload(
+            client, auth, data, "adress.csv",
+            participant_column="participant", text_column="transcript", label_column="diagnosis",
+            label_values=json.dumps({"Control": "control", "ProbableAD": "impaired"}),
+        )
+        assert response.status_code == 201, response.text
+        dataset = response.json()
+        assert dataset["column_mapping"] == {
+            "participant": "participant", "text": "transcript", "label": "diagnosis", "split": "split",
+            "label_values": {"Control": "control", "ProbableAD": "impaired"},
+        }
+        records = all_records(client, auth, dataset["id"])
+        assert {r["participant_id"]: r["label"] for r in records} == {
+            f"adrso{i:03d}": ["control", "impaired"][i % 2] for i in range(6)
+        }
+
+    def test_default_mapping_refuses_unmapped_label_values(self, client, auth):
+        rows = [["a", make_text(0), "Control"], ["b", make_text(1), "ProbableAD"]]
+        response = upload(client, auth, csv_bytes(rows))
+        assert response.status_code == 422
+        assert {e["code"] for e in response.json()["report"]["errors"]} >= {"unknown_label"}
+
+
+class TestSplits:
+    def test_given_split_column_is_kept(self, client, auth):
+        data = csv_bytes(balanced_rows(6, splits=["train", "train", "val", "dev", "test", "train"]), SPLIT_HEADER)
+        dataset = upload(client, auth, data).json()
+        assert dataset["report"]["stats"]["split_assigned"] is False
+        records = all_records(client, auth, dataset["id"])
+        expected = ["train", "train", "validation", "validation", "test", "train"]
+        assert [r["split"] for r in records] == [expected[i % 6] for i in range(12)]
+
+    def test_assigned_splits_keep_each_participant_in_one_split(self, client, auth):
+        # Two texts per participant: assignment must be by participant, not by row.
+        rows = [[f"S{i // 2:03d}", make_text(i), (i // 2) % 2] for i in range(40)]
+        dataset = upload(client, auth, csv_bytes(rows), split_seed=7).json()
+        assert dataset["split_seed"] == 7
+        stats = dataset["report"]["stats"]
+        assert stats["split_assigned"] is True
+        records = all_records(client, auth, dataset["id"])
+        split_of: dict[str, set[str]] = {}
+        for record in records:
+            split_of.setdefault(record["participant_id"], set()).add(record["split"])
+        assert all(len(splits) == 1 for splits in split_of.values())
+        for label in ("control", "impaired"):
+            assert all(stats["label_splits"][label][split] > 0 for split in ("train", "validation", "test"))
+
+    def test_assignment_is_reproducible_from_the_seed(self, client, auth):
+        data = csv_bytes(balanced_rows(10))
+        first = all_records(client, auth, upload(client, auth, data, split_seed=3).json()["id"])
+        second = all_records(client, auth, upload(client, auth, data, split_seed=3).json()["id"])
+        assert [r["split"] for r in first] == [r["split"] for r in second]
+
+
+# (case, filename, body, form, code, where) — where: the fields the report must name.
+INVALID_UPLOADS = [
+    ("unsupported_format", "notes.txt", b"id,text,label\n", {}, "unsupported_format", {}),
+    ("not_utf8", "u.csv", "id,text,label\nS1,caf\u00e9 au lait,0\n".encode("latin-1"), {}, "undecodable", {"row": 2}),
+    ("empty_file", "e.csv", b"", {}, "no_records", {}),
+    ("header_only", "h.csv", b"id,text,label\n", {}, "no_records", {}),
+    ("missing_column", "m.csv", csv_bytes([["S1", 0]], ("id", "label")), {}, "missing_column", {"column": "text"}),
+    ("empty_text", "t.csv", csv_bytes([["S1", make_text(1), 0], ["S2", " ", 1]]), {}, "empty_text",
+     {"row": 3, "column": "text", "participant": "S2"}),
+    ("missing_participant", "p.csv", csv_bytes([["", make_text(1), 0]]), {}, "missing_participant",
+     {"row": 2, "column": "id"}),
+    ("unknown_label", "l.csv", csv_bytes([["S1", make_text(1), 0], ["S2", make_text(2), 2]]), {}, "unknown_label",
+     {"row": 3, "column": "label", "participant": "S2"}),
+    ("unknown_split", "s.csv", csv_bytes([["S1", make_text(1), 0, "holdout"]], SPLIT_HEADER), {}, "unknown_split",
+     {"row": 2, "column": "split", "participant": "S1"}),
+    ("label_conflict", "c.csv", csv_bytes([["S1", make_text(1), 0], ["S2", make_text(2), 1], ["S1", make_text(3), 1]]),
+     {}, "label_conflict", {"row": 4, "participant": "S1"}),
+    ("participant_in_two_splits", "x.csv",
+     csv_bytes([["S1", make_text(1), 0, "train"], ["S2", make_text(2), 1, "train"], ["S1", make_text(3), 0, "test"]],
+               SPLIT_HEADER), {}, "participant_in_two_splits", {"row": 4, "participant": "S1"}),
+    ("missing_label", "o.csv", csv_bytes([["S1", make_text(1), 0, "train"], ["S2", make_text(2), 1, "test"]],
+                                         SPLIT_HEADER), {}, "missing_label", {}),
+    ("invalid_json", "j.jsonl", b'{"id": "S1", "text": "t", "label": 0}\n{"id": "S2", "text": \n', {}, "invalid_json",
+     {"row": 2}),
+    ("json_not_object", "a.jsonl", b'[1, 2]\n', {}, "invalid_json", {"row": 1}),
+    ("participant_too_long", "pl.csv", csv_bytes([["p" * 201, make_text(1), 0]]), {}, "participant_too_long",
+     {"row": 2, "column": "id", "participant": "p" * 201}),
+    ("custom_column_missing", "cm.csv", csv_bytes(balanced_rows(2)), {"text_column": "transcript"}, "missing_column",
+     {"column": "transcript"}),
+]
+
+
+class TestUploadErrors:
+    @pytest.mark.parametrize(
+        ("filename", "body", "form", "code", "where"),
+        [case[1:] for case in INVALID_UPLOADS],
+        ids=[case[0] for case in INVALID_UPLOADS],
+    )
+    def test_refused_with_a_located_report_and_nothing_stored(self, client, auth, filename, body, form, code, where):
+        response = upload(client, auth, body, filename, **form)
+        assert response.status_code == 422, response.text
+        payload = response.json()
+        assert payload["error"] == "DatasetInvalid"
+        assert payload["report"]["ok"] is False
+        issues = [issue for issue in payload["report"]["errors"] if issue["code"] == code]
+        assert issues, payload["report"]["errors"]
+        assert "error(s)" in payload["detail"]
+        for field, value in where.items():
+            assert issues[0][field] == value, issues[0]
+        assert_nothing_stored(client, auth)
+
+    def test_detail_counts_errors_and_quotes_the_first(self, client, auth):
+        rows = [["S1", "", 0], ["S2", make_text(2), 9], ["S3", make_text(3), 1], ["S4", make_text(4), 0]]
+        payload = upload(client, auth, csv_bytes(rows)).json()
+        errors = payload["report"]["errors"]
+        assert len(errors) == 2
+        assert payload["detail"].startswith("the upload has 2 error(s); first: ")
+        assert errors[0]["message"] in payload["detail"]
+
+    def test_warnings_do_not_block(self, client, auth):
+        rows = [["S1", "too short", 0], ["S2", "too short too", 1]]
+        response = upload(client, auth, csv_bytes(rows))
+        assert response.status_code == 201, response.text
+        assert {w["code"] for w in response.json()["report"]["warnings"]} == {"short_text"}
+
+    def test_too_large_is_413_with_report(self, client, auth, settings):
+        text = "word " * 400
+        rows = [[f"S{i}", text, i % 2] for i in range(settings.max_upload_bytes // len(text) + 2)]
+        response = upload(client, auth, csv_bytes(rows))
+        assert response.status_code == 413, response.text
+        payload = response.json()
+        assert payload["error"] == "PayloadTooLarge"
+        assert [e["code"] for e in payload["report"]["errors"]] == ["file_too_large"]
+        assert f"{settings.max_upload_bytes:,}" in payload["detail"]
+        assert_nothing_stored(client, auth)
+
+    def test_missing_file_part_is_422(self, client, auth):
+        response = client.post("/datasets", headers=auth, data={"name": "x"})
+        assert response.status_code == 422
+        assert response.json()["error"] == "InvalidInput"
+        assert "file" in response.json()["detail"]
+
+
+class TestFormLimits:
+    def test_long_file_name_gives_a_shortened_default_name(self, client, auth):
+        filename = "f" * 250 + ".csv"
+        response = upload(client, auth, csv_bytes(balanced_rows(2)), filename)
+        assert response.status_code == 201, response.text
+        assert (response.json()["filename"], response.json()["name"]) == (filename, filename[:200])
+
+    @pytest.mark.parametrize(
+        ("filename", "form", "fragment"),
+        [
+            ("f" * 300 + ".csv", {}, "file name has 304 characters"),
+            ("d.csv", {"name": "n" * 201}, "name"),
+            ("d.csv", {"split_seed": 2**31}, "split_seed"),
+            ("d.csv", {"split_seed": -1}, "split_seed"),
+        ],
+        ids=["file_name", "name", "split_seed_too_large", "split_seed_negative"],
+    )
+    def test_refused_with_a_message(self, client, auth, filename, form, fragment):
+        response = upload(client, auth, csv_bytes(balanced_rows(2)), filename, **form)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "InvalidInput"
+        assert fragment in response.json()["detail"]
+        assert_nothing_stored(client, auth)
+
+
+class TestLabelValuesField:
+    @pytest.mark.parametrize(
+        ("raw", "fragment"),
+        [
+            ("{not json", "not valid JSON"),
+            ('["control", "impaired"]', "must be a JSON object"),
+            ('{"Control": 0}', "must be a JSON object"),
+            ('{"Control": "healthy"}', "healthy"),
+        ],
+        ids=["not_json", "a_list", "non_string_value", "unknown_canonical_label"],
+    )
+    def test_refused_with_a_message(self, client, auth, raw, fragment):
+        response = upload(client, auth, csv_bytes(balanced_rows(2)), label_values=raw)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "InvalidInput"
+        assert fragment in response.json()["detail"]
+        assert_nothing_stored(client, auth)
+
+
+class TestListDatasets:
+    def test_newest_first_with_cursor(self, client, auth):
+        ids = [upload_small_dataset(client, auth, name=f"d{i}")["id"] for i in range(3)]
+        first = client.get("/datasets", headers=auth, params={"limit": 2}).json()
+        assert [d["id"] for d in first["data"]] == [ids[2], ids[1]]
+        assert first["next_cursor"]
+        second = client.get("/datasets", headers=auth, params={"limit": 2, "cursor": first["next_cursor"]}).json()
+        assert [d["id"] for d in second["data"]] == [ids[0]]
+        assert second["next_cursor"] is None
+
+    @pytest.mark.parametrize("limit", [0, 501])
+    def test_limit_out_of_range_is_422(self, client, auth, limit):
+        response = client.get("/datasets", headers=auth, params={"limit": limit})
+        assert response.status_code == 422
+        assert "limit" in response.json()["detail"]
+
+
+class TestRecords:
+    def test_filter_by_split_and_label(self, client, auth):
+        data = csv_bytes(balanced_rows(6, splits=["train", "train", "test"]), SPLIT_HEADER)
+        dataset_id = upload(client, auth, data).json()["id"]
+        test_records = all_records(client, auth, dataset_id, split="test")
+        assert len(test_records) == 4 and {r["split"] for r in test_records} == {"test"}
+        impaired = all_records(client, auth, dataset_id, label="impaired")
+        assert len(impaired) == 6 and {r["label"] for r in impaired} == {"impaired"}
+        both = all_records(client, auth, dataset_id, split="train", label="control")
+        assert {(r["split"], r["label"]) for r in both} == {("train", "control")}
+        assert len(both) == 4
+        assert all_records(client, auth, dataset_id, split="validation") == []
+
+    def test_pages_cover_every_record_once_in_file_order(self, client, auth):
+        dataset = upload_example_dataset(client, auth)
+        rows, cursor = [], None
+        while True:
+            params = {"limit": 50, **({"cursor": cursor} if cursor else {})}
+            page = client.get(f"/datasets/{dataset['id']}/records", headers=auth, params=params).json()
+            rows += [r["row"] for r in page["data"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert rows == list(range(2, 122))
+
+    def test_malformed_cursor_is_422(self, client, auth):
+        dataset_id = upload_small_dataset(client, auth)["id"]
+        response = client.get(f"/datasets/{dataset_id}/records", headers=auth, params={"cursor": "abc"})
+        assert response.status_code == 422
+        assert "cursor" in response.json()["detail"]
+
+
+class TestTenantIsolation:
+    def test_other_tenant_gets_404_and_an_empty_list(self, client, auth, other_auth):
+        dataset_id = upload_small_dataset(client, auth)["id"]
+        for path in (f"/datasets/{dataset_id}", f"/datasets/{dataset_id}/records"):
+            response = client.get(path, headers=other_auth)
+            assert response.status_code == 404
+            assert response.json() == {"error": "NotFound", "detail": f"dataset '{dataset_id}' not found"}
+        assert client.get("/datasets", headers=other_auth).json() == {"data": [], "next_cursor": None}
+
+    def test_unknown_id_is_404(self, client, auth):
+        assert client.get("/datasets/ds_missing", headers=auth).status_code == 404
