@@ -26,6 +26,12 @@ class WorkerContext:
                 self._samplers[name] = SAMPLERS[name]()
             return self._samplers[name]
 
+    def prepare_default_model(self) -> None:
+        """Convert the default base model once, so the first job and token stats start fast."""
+        from worker.models import materialize_base_model
+
+        materialize_base_model(self.settings.default_base_model, self.settings.resolved_cache_dir)
+
     def trainer(self, method: str) -> Any:
         from worker.training import get_trainer
 

@@ -62,6 +62,10 @@ class LocalRunner:
             self._thread = None
 
     def _work(self) -> None:
+        try:
+            self.ctx.prepare_default_model()
+        except Exception:
+            log.exception("could not prepare the default base model; jobs will try again")
         while True:
             task_name, object_id = self._queue.get()
             try:

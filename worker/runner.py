@@ -25,18 +25,14 @@ from worker.context import WorkerContext
 log = logging.getLogger(__name__)
 
 
-class _Skip(Exception):
-    """The row is finished or gone: nothing to do."""
-
-
-def _claim(session: Session, row: FinetuneJob | Generation | None, max_attempts: int) -> None:
-    """Move a queued/running row to running, counting the attempt, or refuse it."""
+def _claim(row: FinetuneJob | Generation | None, max_attempts: int) -> bool:
+    """Move a queued/running row to running, counting the attempt; False when there is nothing to run."""
     if row is None or row.status in TERMINAL_STATUSES:
-        raise _Skip
+        return False
     if row.attempts >= max_attempts:
         row.status, row.finished_at = "failed", utcnow()
         row.error = f"gave up after {row.attempts} attempts (the worker stopped each time)"
-        raise _Skip
+        return False
     row.attempts += 1
     row.status = "running"
     row.started_at = row.started_at or utcnow()
@@ -48,26 +44,24 @@ def _claim(session: Session, row: FinetuneJob | Generation | None, max_attempts:
 def run_finetune(ctx: WorkerContext, job_id: str) -> None:
     """Train the job's adapter; register it on success."""
     db, settings = ctx.db, ctx.settings
-    try:
-        with db.transaction() as s:
-            job = repo.lock_job(s, job_id)
-            if job is not None and job.cancel_requested and job.status not in TERMINAL_STATUSES:
-                job.status, job.finished_at = "cancelled", utcnow()
-                raise _Skip
-            _claim(s, job, settings.max_attempts)
-            checkpoints = repo.list_checkpoints(s, job_id)
-            resume = Path(checkpoints[-1].path) if checkpoints else None
-            finetune_jobs.add_event(
-                s, job_id, "message",
-                f"attempt {job.attempts}" + (f", resuming from step {checkpoints[-1].step}" if resume else ""),
-            )
-            train, evaluation = _examples(s, job)
-            spec_args = dict(
-                base_model=job.base_model, method=job.method, seed=job.seed,
-                hyperparameters=Hyperparameters.model_validate(job.hyperparameters),
-            )
-    except _Skip:
-        return
+    with db.transaction() as s:
+        job = repo.lock_job(s, job_id)
+        if job is not None and job.cancel_requested and job.status not in TERMINAL_STATUSES:
+            job.status, job.finished_at = "cancelled", utcnow()
+            return
+        if not _claim(job, settings.max_attempts):
+            return
+        checkpoints = repo.list_checkpoints(s, job_id)
+        resume = Path(checkpoints[-1].path) if checkpoints else None
+        finetune_jobs.add_event(
+            s, job_id, "message",
+            f"attempt {job.attempts}" + (f", resuming from step {checkpoints[-1].step}" if resume else ""),
+        )
+        train, evaluation = _examples(s, job)
+        spec_args = dict(
+            base_model=job.base_model, method=job.method, seed=job.seed,
+            hyperparameters=Hyperparameters.model_validate(job.hyperparameters),
+        )
     from worker.training.base import TrainSpec
 
     spec = TrainSpec(
@@ -162,23 +156,21 @@ class _JobReporter:
 
 def run_generation(ctx: WorkerContext, generation_id: str) -> None:
     """Sample the generation's texts in batches; each batch is written once, in one transaction."""
-    try:
-        with ctx.db.transaction() as s:
-            gen = s.get(Generation, generation_id, with_for_update=True)
-            _claim(s, gen, ctx.settings.max_attempts)
-            adapter = s.get(Adapter, gen.adapter_id)
-            prompt_set = prompt_sets.load(prompt_sets.get(s, gen.tenant_id, adapter.prompt_set_id))
-            messages = prompt_set.inference_messages(gen.label)
-            start = len(repo.existing_sample_indexes(s, generation_id))
-            provenance = {
-                "adapter_id": adapter.id, "base_model": adapter.base_model, "method": adapter.method,
-                "prompt_set_id": adapter.prompt_set_id, "prompt": messages, "params": gen.params,
-                "seed": gen.params["seed"], "backend": "hf",
-            }
-            target_args = (Path(adapter.path), adapter.base_model, "nf4" if adapter.method == "qlora" else "none")
-            label, n, corpus_id, params = gen.label, gen.n, gen.corpus_id, dict(gen.params)
-    except _Skip:
-        return
+    with ctx.db.transaction() as s:
+        gen = s.get(Generation, generation_id, with_for_update=True)
+        if not _claim(gen, ctx.settings.max_attempts):
+            return
+        adapter = s.get(Adapter, gen.adapter_id)
+        prompt_set = prompt_sets.load(prompt_sets.get(s, gen.tenant_id, adapter.prompt_set_id))
+        messages = prompt_set.inference_messages(gen.label)
+        start = len(repo.existing_sample_indexes(s, generation_id))
+        provenance = {
+            "adapter_id": adapter.id, "base_model": adapter.base_model, "method": adapter.method,
+            "prompt_set_id": adapter.prompt_set_id, "prompt": messages, "params": gen.params,
+            "seed": gen.params["seed"], "backend": "hf",
+        }
+        target_args = (Path(adapter.path), adapter.base_model, "nf4" if adapter.method == "qlora" else "none")
+        label, n, corpus_id, params = gen.label, gen.n, gen.corpus_id, dict(gen.params)
     from worker.sampling.base import SampleTarget, SamplingParams
 
     write = _batch_writer(ctx, generation_id, corpus_id, label, provenance)

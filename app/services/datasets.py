@@ -35,6 +35,12 @@ def create(
     records, report = parse_upload(
         data, filename, mapping, max_bytes=max_bytes, split_seed=split_seed, count_tokens=count_tokens
     )
+    if count_tokens is None:
+        report.warn(
+            "token_stats_unavailable",
+            "token-length stats skipped: the base model's tokenizer is not prepared on this server yet "
+            "(`synthaug models prepare`, or run any fine-tune once)",
+        )
     if not report.ok:
         body = {"report": report.to_dict()}
         if any(issue.code == "file_too_large" for issue in report.errors):
