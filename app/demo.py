@@ -26,14 +26,16 @@ DEMO_HYPERPARAMETERS: dict[str, Any] = {
     "lora_r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.05,
-    "learning_rate": 1e-3,
-    "num_epochs": 1,
-    "max_steps": 40,
-    "batch_size": 4,
-    "max_seq_length": 256,
-    "warmup_ratio": 0.05,
+    "learning_rate": 2e-3,
+    "max_steps": 70,
+    "batch_size": 2,
+    "max_seq_length": 128,
+    "warmup_ratio": 0.1,
+    "lr_scheduler": "cosine",
 }
-DEMO_SAMPLING: dict[str, Any] = {"temperature": 0.8, "top_p": 0.95, "top_k": 50, "max_tokens": 120, "seed": 7}
+DEMO_SAMPLING: dict[str, Any] = {
+    "temperature": 0.6, "top_p": 0.95, "top_k": 50, "max_tokens": 100, "seed": 7, "batch_size": 12,
+}
 
 console = Console()
 

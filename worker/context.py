@@ -23,7 +23,7 @@ class WorkerContext:
 
         with self._lock:
             if name not in self._samplers:
-                self._samplers[name] = SAMPLERS[name]()
+                self._samplers[name] = SAMPLERS[name](cache_dir=self.settings.resolved_cache_dir)
             return self._samplers[name]
 
     def prepare_default_model(self) -> None:

@@ -1,0 +1,181 @@
+"""HFTrainer and HFSampler on the real bundled model: QLoRA for a few steps, then sampling."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.domain.hyperparameters import Hyperparameters
+from app.domain.prompts import default_prompt_set
+from tests.conftest import EXAMPLE_CSV
+from worker.sampling import SAMPLERS, SampleTarget, SamplingParams
+from worker.training import TRAINERS, TrainEvent, TrainResult, TrainSpec, get_trainer
+from worker.training.hf import build_configs, tokenize_examples
+
+pytestmark = pytest.mark.slow
+
+BASE = "smollm2-135m-instruct"
+
+
+def examples(count: int) -> list[list[dict]]:
+    """Chat examples from the illustrative data set, both labels."""
+    with EXAMPLE_CSV.open() as f:
+        rows = list(csv.DictReader(f))[:count]
+    rng, prompt_set = random.Random(0), default_prompt_set()
+    return [
+        prompt_set.training_messages("impaired" if r["label"] == "1" else "control", r["text"], rng) for r in rows
+    ]
+
+
+def tiny_hyperparameters(**overrides) -> Hyperparameters:
+    values = dict(lora_r=2, lora_alpha=4, max_steps=3, batch_size=2, max_seq_length=96, learning_rate=1e-3)
+    return Hyperparameters(**{**values, **overrides})
+
+
+def spec_for(tmp: Path, cache_dir: Path, **overrides) -> TrainSpec:
+    values = dict(
+        base_model=BASE, method="qlora", hyperparameters=tiny_hyperparameters(), seed=0,
+        output_dir=tmp, cache_dir=cache_dir,
+    )
+    return TrainSpec(**{**values, **overrides})
+
+
+@dataclass
+class Run:
+    result: TrainResult
+    events: list[TrainEvent]
+    spec: TrainSpec
+
+
+def train(spec: TrainSpec, should_stop=lambda: False, eval_count: int = 2) -> Run:
+    events: list[TrainEvent] = []
+    data = examples(8 + eval_count)
+    result = get_trainer(spec.method).train(spec, data[:8], data[8:], events.append, should_stop)
+    return Run(result, events, spec)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir) -> Run:
+    return train(spec_for(tmp_path_factory.mktemp("qlora"), cache_dir))
+
+
+class TestConfigs:
+    def test_qlora_maps_to_nf4_double_quant_and_cpu_fallbacks(self, tmp_path, cache_dir):
+        configs = build_configs(spec_for(tmp_path, cache_dir), approx_params=135_000_000, device="cpu")
+        assert configs.quantization.bnb_4bit_quant_type == "nf4"
+        assert configs.quantization.bnb_4bit_use_double_quant
+        assert configs.lora.r == 2 and configs.lora.lora_alpha == 4
+        assert configs.lora.target_modules == "all-linear"
+        assert configs.sft.completion_only_loss and configs.sft.max_length == 96
+        assert configs.sft.optim == "adamw_torch" and not configs.sft.fp16 and not configs.sft.bf16
+        assert any("paged_adamw_32bit" in f for f in configs.fallbacks)
+        assert any("fp16" in f for f in configs.fallbacks)
+
+    def test_lora_has_no_quantization_and_large_models_adapt_attention(self, tmp_path, cache_dir):
+        configs = build_configs(spec_for(tmp_path, cache_dir, method="lora"), approx_params=70_000_000_000, device="cpu")
+        assert configs.quantization is None
+        assert set(configs.lora.target_modules) == {"q_proj", "k_proj", "v_proj"}
+
+    def test_registry(self):
+        assert set(TRAINERS) == {"qlora", "lora"} and "hf" in SAMPLERS
+        with pytest.raises(ValueError, match="known: lora, qlora"):
+            get_trainer("nope")
+
+
+class TestTokenizedExamples:
+    def test_loss_only_on_the_completion_which_ends_with_eos(self, cache_dir):
+        from worker.models import load_tokenizer, materialize_base_model
+        from worker.prompt_format import encode_prompt, render_prompt
+
+        tokenizer = load_tokenizer(materialize_base_model(BASE, cache_dir))
+        messages = examples(1)[0]
+        row = tokenize_examples(tokenizer, [messages])[0]
+        prompt_ids = encode_prompt(tokenizer, render_prompt(tokenizer, messages[:-1]))
+        assert row["input_ids"][: len(prompt_ids)] == prompt_ids
+        assert row["completion_mask"] == [0] * len(prompt_ids) + [1] * (len(row["input_ids"]) - len(prompt_ids))
+        assert row["input_ids"][-1] == tokenizer.eos_token_id
+
+
+class TestQLoRATraining:
+    def test_events_in_order(self, trained):
+        kinds = [e.kind for e in trained.events]
+        assert kinds[0] == "fallback"
+        assert kinds.index("metrics") > max(i for i, k in enumerate(kinds) if k == "fallback")
+        metrics = [e for e in trained.events if e.kind == "metrics"]
+        assert [e.step for e in metrics] == [1, 2, 3]
+        assert all(e.total_steps == 3 and e.loss > 0 and e.epoch > 0 for e in metrics)
+        assert kinds[-1] == "message"
+
+    def test_eval_and_checkpoint_at_epoch_end(self, trained):
+        evals = [e for e in trained.events if e.kind == "eval"]
+        checkpoints = [e for e in trained.events if e.kind == "checkpoint"]
+        assert evals and evals[-1].eval_loss > 0
+        assert [e.step for e in checkpoints] == [3]
+        path = Path(checkpoints[0].path)
+        assert path.parent == trained.spec.output_dir / "checkpoints"
+        assert (path / "adapter_model.safetensors").is_file() and not (path / "model.safetensors").exists()
+
+    def test_adapter_loads_with_peft(self, trained, cache_dir):
+        from peft import PeftModel
+
+        from worker.models import load_model, materialize_base_model
+
+        adapter_dir = trained.result.adapter_dir
+        assert adapter_dir == trained.spec.output_dir / "adapter"
+        assert not trained.result.stopped and trained.result.metrics["global_step"] == 3
+        manifest = json.loads((adapter_dir / "synthaug.json").read_text())
+        assert (manifest["base_model"], manifest["method"], manifest["quantization"]) == (BASE, "qlora", "nf4")
+        base = load_model(materialize_base_model(BASE, cache_dir), "none")
+        model = PeftModel.from_pretrained(base, adapter_dir)
+        assert any("lora_A" in name for name, _ in model.named_parameters())
+
+    def test_resume_from_checkpoint_continues_the_step_count(self, trained, tmp_path, cache_dir):
+        checkpoint = Path(next(e.path for e in trained.events if e.kind == "checkpoint"))
+        spec = spec_for(tmp_path, cache_dir, hyperparameters=tiny_hyperparameters(max_steps=4), resume_from=checkpoint)
+        run = train(spec, eval_count=0)
+        assert [e.step for e in run.events if e.kind == "metrics"] == [4]
+        assert run.result.metrics["global_step"] == 4
+
+
+class TestCancel:
+    def test_should_stop_ends_training_after_the_current_step(self, tmp_path, cache_dir):
+        spec = spec_for(tmp_path, cache_dir, hyperparameters=tiny_hyperparameters(max_steps=20))
+        run = train(spec, should_stop=lambda: True)
+        assert run.result.stopped
+        assert [e.step for e in run.events if e.kind == "metrics"] == [1]
+        assert not [e for e in run.events if e.kind in ("checkpoint", "eval")]
+        assert (run.result.adapter_dir / "adapter_config.json").is_file()
+
+
+class TestSampling:
+    def sample(self, trained, cache_dir, *, start_index=0, **params) -> list[tuple[int, str]]:
+        target = SampleTarget(trained.result.adapter_dir, BASE, "nf4")
+        batches: list[list[tuple[int, str]]] = []
+        values = dict(n=3, max_tokens=12, seed=7, batch_size=2, temperature=1.0, top_p=0.95, top_k=40)
+        SAMPLERS["hf"](cache_dir).sample(
+            target, default_prompt_set().inference_messages("impaired"), SamplingParams(**{**values, **params}),
+            start_index=start_index, on_batch=batches.append,
+        )
+        assert all(batches), "every batch carries samples"
+        return [pair for batch in batches for pair in batch]
+
+    def test_n_texts_in_index_order(self, trained, cache_dir):
+        samples = self.sample(trained, cache_dir)
+        assert [i for i, _ in samples] == [0, 1, 2]
+        assert all(isinstance(t, str) and t and t == t.strip() for _, t in samples)
+        assert "<|im_end|>" not in "".join(t for _, t in samples)
+
+    def test_same_seed_same_texts_and_resume_matches(self, trained, cache_dir):
+        first = self.sample(trained, cache_dir)
+        assert self.sample(trained, cache_dir) == first
+        assert self.sample(trained, cache_dir, start_index=1) == first[1:]
+        assert self.sample(trained, cache_dir, seed=8) != first
+
+    def test_greedy_decoding(self, trained, cache_dir):
+        samples = self.sample(trained, cache_dir, temperature=0.0, n=2)
+        assert samples[0][1] == samples[1][1]

@@ -1,0 +1,65 @@
+"""The trainer interface: a job spec in, events out, a LoRA adapter directory as the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol
+
+from app.domain.hyperparameters import Hyperparameters
+
+Method = Literal["qlora", "lora"]
+EventKind = Literal["message", "fallback", "metrics", "eval", "checkpoint"]
+Example = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What to fine-tune, how, and where its artifacts go."""
+
+    base_model: str
+    method: Method
+    hyperparameters: Hyperparameters
+    seed: int
+    output_dir: Path
+    cache_dir: Path
+    resume_from: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """One progress report: a message, a fallback, logged metrics, an eval or a checkpoint."""
+
+    kind: EventKind
+    message: str = ""
+    step: int | None = None
+    total_steps: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    learning_rate: float | None = None
+    eval_loss: float | None = None
+    path: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The final adapter directory, the last metrics, the fallbacks applied, and whether cancelled."""
+
+    adapter_dir: Path
+    metrics: dict[str, Any]
+    fallbacks: list[str]
+    stopped: bool
+
+
+class Trainer(Protocol):
+    """Fine-tunes a base model on chat examples whose last message is the assistant transcript."""
+
+    def train(
+        self,
+        spec: TrainSpec,
+        train_examples: list[Example],
+        eval_examples: list[Example],
+        on_event: Callable[[TrainEvent], None],
+        should_stop: Callable[[], bool],
+    ) -> TrainResult: ...
