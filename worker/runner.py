@@ -37,6 +37,7 @@ def _claim(row: FinetuneJob | Generation | None, max_attempts: int) -> bool:
     row.status = "running"
     row.started_at = row.started_at or utcnow()
     row.heartbeat_at = utcnow()
+    return True
 
 
 # fine-tuning
