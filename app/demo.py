@@ -59,6 +59,12 @@ def run_demo(*, samples_per_label: int, data_dir: str) -> None:
 
 
 def _pipeline(client: TestClient, headers: dict, samples_per_label: int, settings: Settings) -> bool:
+    console.rule("0. prepare the bundled base model")
+    with console.status(f"{settings.default_base_model}: GGUF → safetensors (once; cached in {settings.resolved_cache_dir})"):
+        from worker.models import materialize_base_model
+
+        materialize_base_model(settings.default_base_model, settings.resolved_cache_dir)
+
     console.rule("1. upload the example data")
     with EXAMPLE_CSV.open("rb") as f:
         dataset = _ok(client.post("/datasets", headers=headers, files={"file": (EXAMPLE_CSV.name, f, "text/csv")}))

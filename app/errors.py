@@ -27,10 +27,6 @@ class Unauthorized(SynthaugError):
     status_code = 401
 
 
-class BadRequest(SynthaugError):
-    status_code = 400
-
-
 class Conflict(SynthaugError):
     status_code = 409
 
@@ -41,10 +37,6 @@ class InvalidInput(SynthaugError):
 
 class DatasetInvalid(InvalidInput):
     """The upload failed validation; the report lists every error with its row."""
-
-
-class PayloadTooLarge(SynthaugError):
-    status_code = 413
 
 
 class UnknownModel(InvalidInput):

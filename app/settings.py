@@ -27,13 +27,11 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(None, description="Never logged or returned.")
     key_pepper: SecretStr = Field(SecretStr(DEV_KEY_PEPPER), description="HMAC pepper for API keys.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    heartbeat_stale_seconds: int = Field(300, gt=0)
     max_attempts: int = Field(3, ge=1)
-    page_size_max: int = Field(500, gt=0)
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> "Settings":
-        if self.env == "prod" and self.key_pepper.get_secret_value() == DEV_KEY_PEPPER:
+        if self.env != "dev" and self.key_pepper.get_secret_value() == DEV_KEY_PEPPER:
             raise ValueError("SYNTHAUG_KEY_PEPPER must be set to a secret value outside dev")
         return self
 

@@ -18,6 +18,7 @@ from app.services.auth import create_key
 from app.settings import Settings
 
 POSTGRES_URL = os.environ.get("SYNTHAUG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TEST_PEPPER = "synthaug-test-pepper"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CSV = REPO_ROOT / "examples" / "adress_illustrative.csv"
 
@@ -38,6 +39,18 @@ def reset_postgres(url: str) -> None:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     db.dispose()
+
+
+def fresh_postgres_database(name: str) -> str:
+    """The URL of database ``name`` beside the test database, created if missing, emptied."""
+    admin = Database(POSTGRES_URL)
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = f"{POSTGRES_URL.rpartition('/')[0]}/{name}"
+    reset_postgres(url)
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +74,9 @@ def migrated_url(request, tmp_path_factory) -> str:
 
 @pytest.fixture
 def settings(tmp_path, cache_dir) -> Settings:
-    return Settings(env="test", data_dir=tmp_path, cache_dir=cache_dir, max_upload_bytes=200_000)
+    return Settings(
+        env="test", key_pepper=TEST_PEPPER, data_dir=tmp_path, cache_dir=cache_dir, max_upload_bytes=200_000
+    )
 
 
 @pytest.fixture

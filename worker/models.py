@@ -65,7 +65,6 @@ def read_adapter_manifest(adapter_dir: Path) -> dict:
 
 def nf4_config(device: str = "cpu"):
     """The QLoRA quantization: 4-bit NormalFloat, double quantization, bf16 compute on CUDA."""
-    import torch
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(

@@ -19,7 +19,7 @@ from app.db import repositories as repo
 from app.db.base import utcnow
 from app.db.models import TERMINAL_STATUSES, Adapter, Checkpoint, FinetuneJob, Generation, Sample
 from app.domain.hyperparameters import Hyperparameters
-from app.services import finetune_jobs, prompt_sets
+from app.services import finetune_jobs, generations, prompt_sets
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -215,5 +215,5 @@ def _finish_generation(ctx: WorkerContext, generation_id: str, status: str, erro
 
 TASKS: dict[str, Callable[[WorkerContext, str], None]] = {
     finetune_jobs.TASK_NAME: run_finetune,
-    "generation.run": run_generation,
+    generations.TASK_NAME: run_generation,
 }

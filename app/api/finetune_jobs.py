@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import asyncio
-import json
-from typing import Annotated, AsyncIterator, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.db.models import TERMINAL_STATUSES
-from app.deps import DatabaseDep, PageDep, SessionDep, TenantDep
+from app.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
 from app.schemas.common import ListOf
 from app.schemas.finetune_jobs import CheckpointPublic, FinetuneJobCreate, FinetuneJobPublic, JobEventPublic
 from app.services import finetune_jobs
@@ -20,6 +17,7 @@ router = APIRouter(prefix="/finetune-jobs", tags=["fine-tune jobs"])
 def create_job(
     body: FinetuneJobCreate,
     session: SessionDep,
+    settings: SettingsDep,
     tenant_id: TenantDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -28,7 +26,7 @@ def create_job(
         session,
         tenant_id,
         dataset_id=body.dataset_id,
-        base_model=body.base_model,
+        base_model=body.base_model or settings.default_base_model,
         method=body.method,
         prompt_set_id=body.prompt_set_id,
         seed=body.seed,
@@ -60,9 +58,9 @@ def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
     return finetune_jobs.cancel(session, tenant_id, job_id)
 
 
-@router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic])
-def list_checkpoints(job_id: str, session: SessionDep, tenant_id: TenantDep):
-    return finetune_jobs.checkpoints(session, tenant_id, job_id)
+@router.get("/{job_id}/checkpoints", response_model=ListOf[CheckpointPublic])
+def list_checkpoints(job_id: str, session: SessionDep, tenant_id: TenantDep, page: PageDep):
+    return finetune_jobs.checkpoints(session, tenant_id, job_id, limit=page.limit, cursor=page.cursor)
 
 
 @router.get(
@@ -83,23 +81,8 @@ def list_events(
     # One more than asked: next_cursor is null on the last page, as on every other list.
     events = finetune_jobs.events(session, tenant_id, job_id, after=after, limit=limit + 1)
     if "text/event-stream" in request.headers.get("accept", ""):
-        return StreamingResponse(_stream(db, tenant_id, job_id, after), media_type="text/event-stream")
+        return StreamingResponse(
+            finetune_jobs.stream_events(db, tenant_id, job_id, after), media_type="text/event-stream"
+        )
     next_cursor = str(events[limit - 1].id) if len(events) > limit else None
     return {"data": events[:limit], "next_cursor": next_cursor}
-
-
-async def _stream(db, tenant_id: str, job_id: str, after: int) -> AsyncIterator[str]:
-    """Polls the table; the database stays the one source of truth for events."""
-    while True:
-        with db.transaction() as session:
-            events = finetune_jobs.events(session, tenant_id, job_id, after=after, limit=500)
-            job = finetune_jobs.get(session, tenant_id, job_id)
-            finished = job.status in TERMINAL_STATUSES
-            for event in events:
-                body = JobEventPublic.model_validate(event).model_dump(mode="json")
-                yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(body)}\n\n"
-                after = event.id
-        if finished and not events:
-            yield f"event: end\ndata: {json.dumps({'status': job.status})}\n\n"
-            return
-        await asyncio.sleep(0.5)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.models import (
     Adapter,
     ApiKey,
     Checkpoint,
-    Corpus,
-    Dataset,
     FinetuneJob,
-    Generation,
     JobEvent,
     PromptSetRow,
     Record,
@@ -23,9 +19,6 @@ from app.db.models import (
     Tenant,
 )
 from app.db.pagination import Page, paginate
-
-TENANT_OWNED = (Dataset, FinetuneJob, Adapter, Corpus, Generation)
-
 
 def get_owned(session: Session, model: type, tenant_id: str, object_id: str) -> Any | None:
     """A tenant's object by id, or None (another tenant's object is simply not found)."""
@@ -122,6 +115,11 @@ def list_checkpoints(session: Session, job_id: str) -> Sequence[Checkpoint]:
     return session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)).all()
 
 
+def page_checkpoints(session: Session, job_id: str, *, limit: int, cursor: str | None) -> Page[Checkpoint]:
+    stmt = select(Checkpoint).where(Checkpoint.job_id == job_id)
+    return paginate(session, stmt, Checkpoint.step, limit=limit, cursor=cursor, newest_first=False)
+
+
 def get_checkpoint(session: Session, job_id: str, step: int) -> Checkpoint | None:
     return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
 
@@ -133,10 +131,6 @@ def get_adapter_for_job(session: Session, job_id: str) -> Adapter | None:
 def unfinished(session: Session, model: type) -> Sequence[Any]:
     """Rows still queued or running (for recovery after a crash)."""
     return session.scalars(select(model).where(model.status.in_(("queued", "running"))).order_by(model.id)).all()
-
-
-def touch_heartbeat(session: Session, model: type, object_id: str, now: datetime) -> None:
-    session.execute(update(model).where(model.id == object_id).values(heartbeat_at=now))
 
 
 # corpora and samples

@@ -37,7 +37,9 @@ def create_db_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock up front, so a read-then-write transaction waits for the
+        # runner's commit (busy timeout) instead of failing with "database is locked".
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

@@ -107,6 +107,13 @@ class PromptSet:
     def __post_init__(self) -> None:
         if "{wording}" not in self.instruction:
             raise ValueError("the instruction must contain the placeholder {wording}")
+        try:
+            self.instruction.format(wording="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"the instruction may use only the placeholder {{wording}} (write other braces as "
+                f"{{{{ and }}}}): {exc!r}"
+            ) from None
 
     def label_prompts(self, label: str) -> LabelPrompts:
         """The prompts of one label; KeyError names the labels this set knows."""

@@ -18,8 +18,3 @@ class ListOf(BaseModel, Generic[T]):
 
     data: list[T]
     next_cursor: str | None = None
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: str

@@ -11,7 +11,9 @@ from app.schemas.common import ORMModel
 
 class FinetuneJobCreate(BaseModel):
     dataset_id: str
-    base_model: str = Field("smollm2-135m-instruct", description="Registry name, local HF dir or cached hub id.")
+    base_model: str | None = Field(
+        None, description="Registry name, local HF dir or cached hub id; default: the server's default."
+    )
     method: Literal["qlora", "lora"] = "qlora"
     prompt_set_id: str = "ps_default"
     seed: int = Field(0, ge=0, le=2**31 - 1)

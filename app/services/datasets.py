@@ -10,7 +10,7 @@ from app.db import repositories as repo
 from app.db.models import Dataset, Record
 from app.db.pagination import Page
 from app.domain.ingestion import ColumnMapping, parse_upload
-from app.errors import DatasetInvalid, InvalidInput, NotFound, PayloadTooLarge
+from app.errors import DatasetInvalid, InvalidInput, NotFound
 
 # The widths of datasets.filename and datasets.name.
 MAX_FILENAME_CHARS = 300
@@ -43,8 +43,6 @@ def create(
         )
     if not report.ok:
         body = {"report": report.to_dict()}
-        if any(issue.code == "file_too_large" for issue in report.errors):
-            raise PayloadTooLarge(report.errors[0].message, extra=body)
         raise DatasetInvalid(
             f"the upload has {len(report.errors)} error(s); first: {report.errors[0].message}", extra=body
         )

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import json
+import time
+from typing import Any, Iterator, Sequence
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
 from app.db.models import TERMINAL_STATUSES, Checkpoint, FinetuneJob, JobEvent, Record
 from app.db.pagination import Page
-from app.db.session import enqueue_after_commit
+from app.db.session import Database, enqueue_after_commit
 from app.domain.base_models import UnknownBaseModel, resolve_base_model
 from app.domain.hyperparameters import Hyperparameters
 from app.errors import Conflict, InvalidInput, JobStateError, NotFound, UnknownModel
@@ -32,15 +35,11 @@ def create(
     idempotency_key: str | None,
 ) -> tuple[FinetuneJob, bool]:
     """A queued job (enqueued after commit); with a known Idempotency-Key, the existing job."""
+    requested = (dataset_id, base_model, method, prompt_set_id, seed, hyperparameters.model_dump())
     if idempotency_key:
         existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
-            requested = (dataset_id, base_model, method, prompt_set_id, seed, hyperparameters.model_dump())
-            stored = (existing.dataset_id, existing.base_model, existing.method, existing.prompt_set_id,
-                      existing.seed, existing.hyperparameters)
-            if requested != stored:
-                raise Conflict(f"Idempotency-Key '{idempotency_key}' was already used for a different job ({existing.id})")
-            return existing, False
+            return _replay(existing, requested, idempotency_key), False
     if method not in METHODS:
         raise InvalidInput(f"method '{method}' is not supported here; use one of: {', '.join(METHODS)}")
     try:
@@ -60,11 +59,28 @@ def create(
         seed=seed,
         idempotency_key=idempotency_key,
     )
-    session.add(job)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key committed first.
+        existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(existing, requested, idempotency_key or ""), False
     add_event(session, job.id, "message", "job queued")
     enqueue_after_commit(session, TASK_NAME, job.id)
     return job, True
+
+
+def _replay(existing: FinetuneJob, requested: tuple, key: str) -> FinetuneJob:
+    """The job an Idempotency-Key already created, if the request is the same."""
+    stored = (existing.dataset_id, existing.base_model, existing.method, existing.prompt_set_id,
+              existing.seed, existing.hyperparameters)
+    if requested != stored:
+        raise Conflict(f"Idempotency-Key '{key}' was already used for a different job ({existing.id})")
+    return existing
 
 
 def _check_labels(session: Session, dataset_id: str, prompt_labels: set[str]) -> None:
@@ -91,7 +107,8 @@ def list_for(
 
 def cancel(session: Session, tenant_id: str, job_id: str) -> FinetuneJob:
     """Queued jobs cancel at once; running ones stop at the trainer's next step."""
-    job = get(session, tenant_id, job_id)
+    get(session, tenant_id, job_id)
+    job = repo.lock_job(session, job_id)
     if job.status in TERMINAL_STATUSES:
         raise JobStateError(f"job '{job_id}' is already {job.status} and cannot be cancelled")
     job.cancel_requested = True
@@ -116,9 +133,31 @@ def events(session: Session, tenant_id: str, job_id: str, *, after: int, limit: 
     return repo.events_after(session, job_id, after, limit)
 
 
-def checkpoints(session: Session, tenant_id: str, job_id: str) -> Sequence[Checkpoint]:
+def stream_events(db: Database, tenant_id: str, job_id: str, after: int, poll_seconds: float = 0.5) -> Iterator[str]:
+    """Server-sent events from the table (the one source of truth) until the job has ended."""
+    while True:
+        with db.transaction() as session:
+            job = get(session, tenant_id, job_id)
+            finished = job.status in TERMINAL_STATUSES
+            # Read after the status: an event committed with the final status is never missed.
+            batch = repo.events_after(session, job_id, after, 500)
+            for event in batch:
+                body = {"id": event.id, "kind": event.kind, "message": event.message, "data": event.data,
+                        "created_at": event.created_at.isoformat()}
+                yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(body)}\n\n"
+                after = event.id
+        if finished and not batch:
+            yield f"event: end\ndata: {json.dumps({'status': job.status})}\n\n"
+            return
+        if not batch:
+            time.sleep(poll_seconds)
+
+
+def checkpoints(
+    session: Session, tenant_id: str, job_id: str, *, limit: int, cursor: str | None
+) -> Page[Checkpoint]:
     get(session, tenant_id, job_id)
-    return repo.list_checkpoints(session, job_id)
+    return repo.page_checkpoints(session, job_id, limit=limit, cursor=cursor)
 
 
 def training_records(session: Session, job: FinetuneJob, split: str) -> Sequence[Record]:

@@ -6,15 +6,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+from app.domain.base_models import UnknownBaseModel, resolve_base_model
+from app.errors import UnknownModel
 from app.settings import Settings
 
 
 def counter(settings: Settings, base_model: str) -> Callable[[str], int] | None:
-    """A token counter when the model's tokenizer is prepared locally, else None (stats skipped)."""
-    path = settings.resolved_cache_dir / "models" / base_model / "tokenizer.json"
-    if not path.is_file():
-        local = Path(base_model) / "tokenizer.json"
-        path = local if local.is_file() else path
+    """A token counter when the model is prepared in the cache, else None (stats skipped)."""
+    try:
+        ref = resolve_base_model(base_model)
+    except UnknownBaseModel as exc:
+        raise UnknownModel(str(exc)) from exc
+    # A bundled GGUF is readable only once converted into the cache; other kinds are directories.
+    model_dir = settings.resolved_cache_dir / "models" / ref.name if ref.kind == "gguf_package" else Path(ref.location)
+    path = model_dir / "tokenizer.json"
     if not path.is_file():
         return None
     tokenizer = _load(str(path))

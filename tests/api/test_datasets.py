@@ -199,13 +199,13 @@ class TestUploadErrors:
         assert response.status_code == 201, response.text
         assert {w["code"] for w in response.json()["report"]["warnings"]} == {"short_text"}
 
-    def test_too_large_is_413_with_report(self, client, auth, settings):
+    def test_too_large_is_422_with_report(self, client, auth, settings):
         text = "word " * 400
         rows = [[f"S{i}", text, i % 2] for i in range(settings.max_upload_bytes // len(text) + 2)]
         response = upload(client, auth, csv_bytes(rows))
-        assert response.status_code == 413, response.text
+        assert response.status_code == 422, response.text
         payload = response.json()
-        assert payload["error"] == "PayloadTooLarge"
+        assert payload["error"] == "DatasetInvalid"
         assert [e["code"] for e in payload["report"]["errors"]] == ["file_too_large"]
         assert f"{settings.max_upload_bytes:,}" in payload["detail"]
         assert_nothing_stored(client, auth)

@@ -305,10 +305,10 @@ class TestEventStream:
 class TestCheckpoints:
     def test_listed_by_step(self, client, auth, db):
         job = queued_job(client, auth)
-        assert client.get(f"/finetune-jobs/{job['id']}/checkpoints", headers=auth).json() == []
+        assert client.get(f"/finetune-jobs/{job['id']}/checkpoints", headers=auth).json()["data"] == []
         for step, epoch in ((20, 2.0), (10, 1.0)):
             add_checkpoint(db, job["id"], step, epoch)
-        checkpoints = client.get(f"/finetune-jobs/{job['id']}/checkpoints", headers=auth).json()
+        checkpoints = client.get(f"/finetune-jobs/{job['id']}/checkpoints", headers=auth).json()["data"]
         assert [(c["step"], c["epoch"]) for c in checkpoints] == [(10, 1.0), (20, 2.0)]
         assert checkpoints[0]["path"].endswith("checkpoint-10")
 

@@ -5,30 +5,19 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 
 from app.db.base import Base
 from app.db.migrate import downgrade, upgrade
 from app.db.session import Database
-from tests.conftest import POSTGRES_URL, reset_postgres
-
-MIGRATION_DB = "synthaug_migration_test"
-
-
-def _postgres_url() -> str:
-    admin = Database(POSTGRES_URL)
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": MIGRATION_DB}).scalar():
-            conn.execute(text(f'CREATE DATABASE "{MIGRATION_DB}"'))
-    admin.dispose()
-    url = f"{POSTGRES_URL.rpartition('/')[0]}/{MIGRATION_DB}"
-    reset_postgres(url)
-    return url
+from tests.conftest import fresh_postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def empty_url(request, tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'm.db'}" if request.param == "sqlite" else _postgres_url()
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'm.db'}"
+    return fresh_postgres_database("synthaug_migration_test")
 
 
 def _tables(url: str) -> set[str]:

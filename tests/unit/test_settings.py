@@ -5,9 +5,10 @@ from app.settings import Settings
 
 
 class TestSettings:
-    def test_prod_refuses_the_dev_pepper_at_start_up(self):
+    @pytest.mark.parametrize("env", ["test", "prod"])
+    def test_outside_dev_the_dev_pepper_is_refused_at_start_up(self, env):
         with pytest.raises(ValidationError, match="SYNTHAUG_KEY_PEPPER"):
-            Settings(env="prod")
+            Settings(env=env)
 
     def test_prod_accepts_a_real_pepper(self):
         assert Settings(env="prod", key_pepper="s3cret-from-vault").env == "prod"

@@ -74,7 +74,7 @@ class TestFinetune:
         fallbacks = " ".join(e["message"] for e in events if e["kind"] == "fallback")
         assert "adamw_torch" in fallbacks and "fp16" in fallbacks
         assert any(e["data"].get("loss") is not None for e in events if e["kind"] == "metrics")
-        assert get(stack, f"/finetune-jobs/{trained['id']}/checkpoints")
+        assert get(stack, f"/finetune-jobs/{trained['id']}/checkpoints")["data"]
 
     def test_download_loads_with_peft(self, stack, trained, tmp_path):
         from peft import PeftModel
