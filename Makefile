@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
+# Nothing here may reach the Hugging Face hub: an accidental download fails at once instead of hanging.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
 .PHONY: install install-dev demo test serve clean
 
 $(BIN)/python:

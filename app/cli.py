@@ -55,14 +55,16 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Start the API; in embedded mode also migrate, start the runner and print a first key."""
     import uvicorn
 
-    from app.embedded import build_embedded
     from app.main import create_app
+    from worker.local import start_embedded
 
     settings = get_settings()
     if not settings.embedded:
-        uvicorn.run(create_app(settings), host=host, port=port)
-        return
-    stack = build_embedded(settings)
+        # Without workers every job would wait in "queued" forever; say so instead.
+        typer.echo("SYNTHAUG_BROKER_URL is set, but Celery workers are not available in this version; "
+                   "unset it to run embedded.", err=True)
+        raise typer.Exit(2)
+    stack = start_embedded(settings)
     if stack.first_key:
         typer.echo(f"API key for tenant 'default' (shown once): {stack.first_key}")
     try:

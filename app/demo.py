@@ -14,7 +14,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from app.domain.markers import filler_rate
-from app.embedded import build_embedded
 from app.main import create_app
 from app.settings import Settings
 
@@ -45,7 +44,9 @@ def run_demo(*, samples_per_label: int, data_dir: str) -> None:
     root = Path(data_dir)
     shutil.rmtree(root / "run", ignore_errors=True)
     settings = Settings(data_dir=root / "run", cache_dir=root.parent / "cache")
-    stack = build_embedded(settings)
+    from worker.local import start_embedded
+
+    stack = start_embedded(settings)
     headers = {"Authorization": f"Bearer {stack.first_key}"}
     try:
         with TestClient(create_app(settings, db=stack.db)) as client:
@@ -83,7 +84,8 @@ def _pipeline(client: TestClient, headers: dict, samples_per_label: int, setting
         console.print(f"[red]fine-tune {job['status']}: {job['error']}[/red]")
         return False
     adapter = _ok(client.get(f"/adapters/{job['adapter_id']}", headers=headers))
-    console.print(f"adapter {adapter['id']} at [bold]{settings.resolved_artifact_dir / 'jobs' / job['id'] / 'adapter'}[/bold]")
+    adapter_path = settings.resolved_artifact_dir / "jobs" / job["id"] / "adapter"
+    console.print(f"adapter {adapter['id']} at {adapter_path}")
 
     console.rule("3. generate")
     corpus_id = None
@@ -99,7 +101,7 @@ def _pipeline(client: TestClient, headers: dict, samples_per_label: int, setting
             return False
 
     console.rule("4. corpus")
-    return _report(client, headers, dataset["id"], corpus_id, settings)
+    return _report(client, headers, dataset["id"], corpus_id, settings, adapter_path)
 
 
 def _follow_job(client: TestClient, headers: dict, job_id: str) -> dict:
@@ -126,7 +128,8 @@ def _follow_job(client: TestClient, headers: dict, job_id: str) -> dict:
 def _describe(event: dict) -> str:
     data = event["data"]
     if event["kind"] == "eval":
-        return f"epoch {data.get('epoch')}: validation loss {data.get('eval_loss'):.3f}"
+        loss = data.get("eval_loss")
+        return f"epoch {data.get('epoch', 0):.2f}: validation loss " + (f"{loss:.3f}" if loss is not None else "n/a")
     if event["kind"] == "checkpoint":
         return f"step {data.get('step')} saved"
     return event["message"]
@@ -144,7 +147,9 @@ def _follow_generation(client: TestClient, headers: dict, generation_id: str, la
             time.sleep(1)
 
 
-def _report(client: TestClient, headers: dict, dataset_id: str, corpus_id: str, settings: Settings) -> bool:
+def _report(
+    client: TestClient, headers: dict, dataset_id: str, corpus_id: str, settings: Settings, adapter_path: Path
+) -> bool:
     corpus = _ok(client.get(f"/corpora/{corpus_id}", headers=headers))
     console.print(f"corpus {corpus_id}: counts per label {corpus['counts']}")
     table = Table("label", "real (train) fillers/100 words", "synthetic fillers/100 words", "synthetic n")
@@ -163,6 +168,7 @@ def _report(client: TestClient, headers: dict, dataset_id: str, corpus_id: str, 
         with export_path.open("w", encoding="utf-8") as out:
             for chunk in r.iter_text():
                 out.write(chunk)
+    console.print(f"adapter (PEFT directory): [bold]{adapter_path}[/bold]")
     console.print(f"exported corpus: [bold]{export_path.resolve()}[/bold]")
     ok = synthetic["impaired"] > 2 * max(synthetic["control"], 0.5)
     verdict = "[green]label conditioning works[/green]" if ok else "[red]label conditioning NOT shown[/red]"

@@ -1,14 +1,19 @@
-"""The embedded runner: the same task bodies as the Celery workers, on a background thread."""
+"""Embedded mode: the same task bodies as the Celery workers, on a background thread."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+from dataclasses import dataclass
 
 from app.db import repositories as repo
+from app.db.migrate import upgrade
 from app.db.models import FinetuneJob, Generation
+from app.db.session import Database
 from app.services import finetune_jobs, generations
+from app.services.auth import create_key
+from app.settings import Settings
 from worker.context import WorkerContext
 from worker.runner import TASKS
 
@@ -76,3 +81,25 @@ class LocalRunner:
                 log.exception("task %s(%s) crashed", task_name, object_id)
             finally:
                 self._queue.task_done()
+
+
+@dataclass
+class EmbeddedStack:
+    db: Database
+    runner: LocalRunner
+    first_key: str | None
+
+
+def start_embedded(settings: Settings) -> EmbeddedStack:
+    """Embedded mode: migrate, create the first API key if there is none, start the runner."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    runner = LocalRunner(WorkerContext(settings, db))
+    db.queue = runner
+    first_key = None
+    with db.transaction() as session:
+        if repo.count_keys(session) == 0:
+            _tenant, first_key = create_key(session, "default", settings.key_pepper.get_secret_value())
+    runner.start()
+    return EmbeddedStack(db=db, runner=runner, first_key=first_key)

@@ -44,33 +44,15 @@ def _claim(row: FinetuneJob | Generation | None, max_attempts: int) -> bool:
 
 def run_finetune(ctx: WorkerContext, job_id: str) -> None:
     """Train the job's adapter; register it on success."""
-    db, settings = ctx.db, ctx.settings
-    with db.transaction() as s:
-        job = repo.lock_job(s, job_id)
-        if job is not None and job.cancel_requested and job.status not in TERMINAL_STATUSES:
-            job.status, job.finished_at = "cancelled", utcnow()
-            return
-        if not _claim(job, settings.max_attempts):
-            return
-        checkpoints = repo.list_checkpoints(s, job_id)
-        resume = Path(checkpoints[-1].path) if checkpoints else None
-        finetune_jobs.add_event(
-            s, job_id, "message",
-            f"attempt {job.attempts}" + (f", resuming from step {checkpoints[-1].step}" if resume else ""),
-        )
-        train, evaluation = _examples(s, job)
-        spec_args = dict(
-            base_model=job.base_model, method=job.method, seed=job.seed,
-            hyperparameters=Hyperparameters.model_validate(job.hyperparameters),
-        )
-    from worker.training.base import TrainSpec
-
-    spec = TrainSpec(
-        **spec_args,
-        output_dir=settings.resolved_artifact_dir / "jobs" / job_id,
-        cache_dir=settings.resolved_cache_dir,
-        resume_from=resume if resume is not None and resume.is_dir() else None,
-    )
+    try:
+        prepared = _prepare_finetune(ctx, job_id)
+    except Exception as exc:
+        log.exception("fine-tune %s could not start", job_id)
+        _finish_job(ctx, job_id, "failed", error=f"could not start: {type(exc).__name__}: {exc}")
+        return
+    if prepared is None:
+        return
+    spec, train, evaluation = prepared
     reporter = _JobReporter(ctx, job_id)
     try:
         result = ctx.trainer(spec.method).train(spec, train, evaluation, reporter.on_event, reporter.should_stop)
@@ -82,6 +64,38 @@ def run_finetune(ctx: WorkerContext, job_id: str) -> None:
         _finish_job(ctx, job_id, "cancelled", metrics=result.metrics)
     else:
         _finish_job(ctx, job_id, "succeeded", metrics=result.metrics, adapter_dir=result.adapter_dir)
+
+
+def _prepare_finetune(ctx: WorkerContext, job_id: str):
+    """Claim the job and build its spec and examples; None when there is nothing to run."""
+    from worker.training.base import TrainSpec
+
+    db, settings = ctx.db, ctx.settings
+    with db.transaction() as s:
+        job = repo.lock_job(s, job_id)
+        if job is not None and job.cancel_requested and job.status not in TERMINAL_STATUSES:
+            job.status, job.finished_at = "cancelled", utcnow()
+            return None
+        if not _claim(job, settings.max_attempts):
+            return None
+        checkpoints = repo.list_checkpoints(s, job_id)
+        resume = Path(checkpoints[-1].path) if checkpoints else None
+        finetune_jobs.add_event(
+            s, job_id, "message",
+            f"attempt {job.attempts}" + (f", resuming from step {checkpoints[-1].step}" if resume else ""),
+        )
+        train, evaluation = _examples(s, job)
+        spec_args = dict(
+            base_model=job.base_model, method=job.method, seed=job.seed,
+            hyperparameters=Hyperparameters.model_validate(job.hyperparameters),
+        )
+    spec = TrainSpec(
+        **spec_args,
+        output_dir=settings.resolved_artifact_dir / "jobs" / job_id,
+        cache_dir=settings.resolved_cache_dir,
+        resume_from=resume if resume is not None and resume.is_dir() else None,
+    )
+    return spec, train, evaluation
 
 
 def _examples(session: Session, job: FinetuneJob) -> tuple[list, list]:
@@ -157,35 +171,43 @@ class _JobReporter:
 
 def run_generation(ctx: WorkerContext, generation_id: str) -> None:
     """Sample the generation's texts in batches; each batch is written once, in one transaction."""
+    try:
+        prepared = _prepare_generation(ctx, generation_id)
+        if prepared is not None:
+            target, messages, params, start, write = prepared
+            if start < params.n:
+                ctx.sampler("hf").sample(target, messages, params, start_index=start, on_batch=write)
+    except Exception as exc:
+        log.exception("generation %s failed", generation_id)
+        _finish_generation(ctx, generation_id, "failed", f"{type(exc).__name__}: {exc}")
+        return
+    if prepared is not None:
+        _finish_generation(ctx, generation_id, "succeeded")
+
+
+def _prepare_generation(ctx: WorkerContext, generation_id: str):
+    """Claim the generation; its target, prompt, parameters, resume index and batch writer."""
+    from worker.sampling.base import SampleTarget, SamplingParams
+
     with ctx.db.transaction() as s:
         gen = s.get(Generation, generation_id, with_for_update=True)
         if not _claim(gen, ctx.settings.max_attempts):
-            return
+            return None
         adapter = s.get(Adapter, gen.adapter_id)
         prompt_set = prompt_sets.load(prompt_sets.get(s, gen.tenant_id, adapter.prompt_set_id))
         messages = prompt_set.inference_messages(gen.label)
+        # Batches are committed whole and in order, so the samples present are indexes 0..k-1.
         start = len(repo.existing_sample_indexes(s, generation_id))
         provenance = {
             "adapter_id": adapter.id, "base_model": adapter.base_model, "method": adapter.method,
             "prompt_set_id": adapter.prompt_set_id, "prompt": messages, "params": gen.params,
             "seed": gen.params["seed"], "backend": "hf",
         }
-        target_args = (Path(adapter.path), adapter.base_model, "nf4" if adapter.method == "qlora" else "none")
-        label, n, corpus_id, params = gen.label, gen.n, gen.corpus_id, dict(gen.params)
-    from worker.sampling.base import SampleTarget, SamplingParams
-
-    write = _batch_writer(ctx, generation_id, corpus_id, label, provenance)
-    try:
-        if start < n:
-            ctx.sampler("hf").sample(
-                SampleTarget(*target_args), messages, SamplingParams(n=n, **params),
-                start_index=start, on_batch=write,
-            )
-    except Exception as exc:
-        log.exception("generation %s failed", generation_id)
-        _finish_generation(ctx, generation_id, "failed", f"{type(exc).__name__}: {exc}")
-        return
-    _finish_generation(ctx, generation_id, "succeeded")
+        quantization = "nf4" if adapter.method == "qlora" else "none"
+        target = SampleTarget(Path(adapter.path), adapter.base_model, quantization)
+        params = SamplingParams(n=gen.n, **gen.params)
+        write = _batch_writer(ctx, generation_id, gen.corpus_id, gen.label, provenance)
+    return target, messages, params, start, write
 
 
 def _batch_writer(

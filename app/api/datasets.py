@@ -1,31 +1,15 @@
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
 from app.deps import PageDep, SessionDep, SettingsDep, TenantDep
-from app.domain.ingestion import ColumnMapping
-from app.errors import InvalidInput
 from app.schemas.common import ListOf
-from app.schemas.datasets import DatasetPublic, RecordPublic
+from app.schemas.datasets import DatasetPublic, RecordPublic, column_mapping
 from app.services import datasets, token_counts
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
-
-
-def _label_values(raw: str | None) -> dict[str, str]:
-    if raw is None:
-        return dict(ColumnMapping().label_values)
-    try:
-        values = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"form field 'label_values' is not valid JSON: {exc.msg}") from exc
-    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-        raise InvalidInput("form field 'label_values' must be a JSON object of raw value -> label, "
-                           'e.g. {"Control": "control", "ProbableAD": "impaired"}')
-    return {str(k): v for k, v in values.items()}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
@@ -45,16 +29,7 @@ def create_dataset(
 ):
     # Sync route (runs in the threadpool): parsing and the insert must not block the event loop.
     data = file.file.read(settings.max_upload_bytes + 1)
-    try:
-        mapping = ColumnMapping(
-            participant=participant_column,
-            text=text_column,
-            label=label_column,
-            split=split_column,
-            label_values=_label_values(label_values),
-        )
-    except ValueError as exc:
-        raise InvalidInput(f"form field 'label_values': {exc}") from exc
+    mapping = column_mapping(participant_column, text_column, label_column, split_column, label_values)
     return datasets.create(
         session,
         tenant_id,

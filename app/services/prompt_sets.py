@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
@@ -17,10 +18,17 @@ DEFAULT_PROMPT_SET_ID = "ps_default"
 def ensure_default(session: Session) -> PromptSetRow:
     """The built-in default row, created on first use."""
     row = session.get(PromptSetRow, DEFAULT_PROMPT_SET_ID)
-    if row is None:
-        row = PromptSetRow(id=DEFAULT_PROMPT_SET_ID, tenant_id=None, name="default", spec=default_prompt_set().to_dict())
-        session.add(row)
-        session.flush()
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = PromptSetRow(
+                id=DEFAULT_PROMPT_SET_ID, tenant_id=None, name="default", spec=default_prompt_set().to_dict()
+            )
+            session.add(row)
+    except IntegrityError:
+        # Another request created it first.
+        row = session.get(PromptSetRow, DEFAULT_PROMPT_SET_ID)
     return row
 
 

@@ -47,6 +47,7 @@ def build_configs(
         # bf16 autocast was 25x slower than fp32 on a 2-core AVX2 CPU (measured), so not bf16.
         fallbacks.append("fp16 mixed precision needs CUDA; training in fp32 on CPU")
     elif hp.fp16 and cuda and torch.cuda.is_bf16_supported():
+        fallbacks.append("fp16 requested; this GPU supports bf16 (the nf4 compute dtype), training in bf16")
         bf16 = True
     if spec.method == "qlora" and not cuda:
         fallbacks.append("QLoRA compute dtype bfloat16 is slow on CPU; weights stay nf4, compute in fp32")
