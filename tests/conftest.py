@@ -73,10 +73,9 @@ def migrated_url(request, tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path, cache_dir) -> Settings:
-    return Settings(
-        env="test", key_pepper=TEST_PEPPER, data_dir=tmp_path, cache_dir=cache_dir, max_upload_bytes=200_000
-    )
+def settings(tmp_path) -> Settings:
+    """An empty model cache: API tests do not depend on whether a model was prepared before."""
+    return Settings(env="test", key_pepper=TEST_PEPPER, data_dir=tmp_path, max_upload_bytes=200_000)
 
 
 @pytest.fixture

@@ -197,7 +197,27 @@ class TestUploadErrors:
         rows = [["S1", "too short", 0], ["S2", "too short too", 1]]
         response = upload(client, auth, csv_bytes(rows))
         assert response.status_code == 201, response.text
-        assert {w["code"] for w in response.json()["report"]["warnings"]} == {"short_text"}
+        assert {w["code"] for w in response.json()["report"]["warnings"]} == {"short_text", "token_stats_unavailable"}
+
+
+class TestTokenStats:
+    def test_token_lengths_under_the_base_models_tokenizer_once_prepared(self, client, auth, settings, cache_dir):
+        from worker.models import materialize_base_model
+
+        prepared = materialize_base_model("smollm2-135m-instruct", cache_dir)
+        target = settings.resolved_cache_dir / "models" / "smollm2-135m-instruct"
+        target.mkdir(parents=True)
+        (target / "tokenizer.json").write_bytes((prepared / "tokenizer.json").read_bytes())
+        response = upload(client, auth, csv_bytes([["S1", "the boy is on the stool", 0], ["S2", "uh the the jar", 1]]))
+        assert response.status_code == 201, response.text
+        tokens = response.json()["report"]["stats"]["tokens"]
+        assert 3 <= tokens["min"] <= tokens["max"] <= 12
+        assert "token_stats_unavailable" not in {w["code"] for w in response.json()["report"]["warnings"]}
+
+    def test_unknown_base_model_is_422(self, client, auth):
+        response = upload(client, auth, csv_bytes([["S1", "the boy is on the stool", 0]]), base_model="no-such-model")
+        assert response.status_code == 422
+        assert "no-such-model" in response.json()["detail"]
 
     def test_too_large_is_422_with_report(self, client, auth, settings):
         text = "word " * 400
