@@ -197,7 +197,7 @@ def _prepare_generation(ctx: WorkerContext, generation_id: str):
         prompt_set = prompt_sets.load(prompt_sets.get(s, gen.tenant_id, adapter.prompt_set_id))
         messages = prompt_set.inference_messages(gen.label)
         # Batches are committed whole and in order, so the samples present are indexes 0..k-1.
-        start = len(repo.existing_sample_indexes(s, generation_id))
+        start = repo.count_samples(s, generation_id)
         provenance = {
             "adapter_id": adapter.id, "base_model": adapter.base_model, "method": adapter.method,
             "prompt_set_id": adapter.prompt_set_id, "prompt": messages, "params": gen.params,
@@ -215,7 +215,7 @@ def _batch_writer(
 ) -> Callable[[list[tuple[int, str]]], None]:
     def write(batch: list[tuple[int, str]]) -> None:
         with ctx.db.transaction() as s:
-            have = repo.existing_sample_indexes(s, generation_id)
+            have = repo.existing_sample_indexes(s, generation_id, (i for i, _ in batch))
             s.add_all(
                 Sample(corpus_id=corpus_id, generation_id=generation_id, index=i, label=label,
                        text=text, provenance={**provenance, "index": i})
@@ -223,7 +223,7 @@ def _batch_writer(
             )
             s.flush()
             gen = s.get(Generation, generation_id)
-            gen.done = len(have | {i for i, _ in batch})
+            gen.done = repo.count_samples(s, generation_id)
             gen.heartbeat_at = utcnow()
 
     return write

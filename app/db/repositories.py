@@ -67,6 +67,11 @@ def list_records(
     return paginate(session, stmt, Record.id, limit=limit, cursor=cursor, newest_first=False)
 
 
+def labels_in_split(session: Session, dataset_id: str, split: str) -> set[str]:
+    stmt = select(Record.label).where(Record.dataset_id == dataset_id, Record.split == split).distinct()
+    return set(session.scalars(stmt))
+
+
 def records_for_split(session: Session, dataset_id: str, split: str) -> Sequence[Record]:
     stmt = select(Record).where(Record.dataset_id == dataset_id, Record.split == split).order_by(Record.id)
     return session.scalars(stmt).all()
@@ -160,8 +165,14 @@ def iter_samples(session: Session, corpus_id: str, label: str | None, chunk: int
         cursor = page.next_cursor
 
 
-def existing_sample_indexes(session: Session, generation_id: str) -> set[int]:
-    return set(session.scalars(select(Sample.index).where(Sample.generation_id == generation_id)))
+def existing_sample_indexes(session: Session, generation_id: str, indexes: Iterable[int]) -> set[int]:
+    """Which of ``indexes`` a generation already has (one batch's worth, not the whole generation)."""
+    stmt = select(Sample.index).where(Sample.generation_id == generation_id, Sample.index.in_(list(indexes)))
+    return set(session.scalars(stmt))
+
+
+def count_samples(session: Session, generation_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(Sample).where(Sample.generation_id == generation_id)) or 0
 
 
 def sample_texts(session: Session, corpus_id: str, label: str) -> Sequence[str]:

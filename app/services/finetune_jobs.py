@@ -84,7 +84,7 @@ def _replay(existing: FinetuneJob, requested: tuple, key: str) -> FinetuneJob:
 
 
 def _check_labels(session: Session, dataset_id: str, prompt_labels: set[str]) -> None:
-    train_labels = {r.label for r in repo.records_for_split(session, dataset_id, "train")}
+    train_labels = repo.labels_in_split(session, dataset_id, "train")
     if not train_labels:
         raise InvalidInput(f"dataset '{dataset_id}' has no train records to fine-tune on")
     unknown = train_labels - prompt_labels

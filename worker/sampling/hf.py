@@ -10,7 +10,6 @@ from typing import Any, Callable
 import torch
 from peft import PeftModel
 
-from app.settings import get_settings
 from worker.models import ADAPTER_MANIFEST, load_model, load_tokenizer, materialize_base_model, read_adapter_manifest
 from worker.prompt_format import encode_prompt, render_prompt
 from worker.sampling.base import Batch, SampleTarget, SamplingParams
@@ -24,8 +23,8 @@ _cache_lock = threading.Lock()
 class HFSampler:
     """Samples with transformers generate: batched, left-padded, KV cache, stops at eos."""
 
-    def __init__(self, cache_dir: Path | None = None, device: str | None = None):
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+    def __init__(self, cache_dir: Path, device: str | None = None):
+        self.cache_dir = Path(cache_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     def sample(
@@ -94,8 +93,7 @@ class HFSampler:
             trained_on = Path(read_adapter_manifest(target.adapter_dir).get("base_model_dir", ""))
             if (trained_on / "config.json").is_file():  # conversions appear complete or not at all
                 return trained_on
-        cache_dir = self.cache_dir or get_settings().resolved_cache_dir
-        return materialize_base_model(target.base_model, cache_dir)
+        return materialize_base_model(target.base_model, self.cache_dir)
 
     def _load_model(self, model_dir: Path, target: SampleTarget) -> Any:
         # On CPU the adapter is merged into the full-precision base: measured on 2 cores, 8 samples x
