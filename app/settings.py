@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
+
+from app.domain.sampling import SamplerName
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_KEY_PEPPER = "synthaug-dev-pepper"
@@ -28,6 +30,27 @@ class Settings(BaseSettings):
     key_pepper: SecretStr = Field(SecretStr(DEV_KEY_PEPPER), description="HMAC pepper for API keys.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_attempts: int = Field(3, ge=1)
+
+    # sampling
+    default_sampler: SamplerName = Field(SamplerName.HF, description="Sampler used when a request names none.")
+    hf_max_batch_size: int = Field(64, ge=1, le=1024, description="Upper bound on the hf sampler's batch.")
+    hf_memory_fraction: float = Field(
+        0.5, gt=0.0, le=0.95, description="Share of free memory the hf sampler's KV cache may take."
+    )
+    vllm_base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL of a vLLM server, e.g. http://127.0.0.1:8001/v1."
+    )
+    vllm_api_key: SecretStr | None = Field(None, description="The vLLM server's --api-key, if it has one.")
+    vllm_max_loaded_adapters: int = Field(
+        4, ge=1, le=256, description="Adapters kept loaded on the vLLM server; the least recently used is unloaded."
+    )
+    vllm_max_lora_rank: int = Field(64, ge=1, le=512, description="--max-lora-rank of the vLLM server.")
+    vllm_max_loras: int = Field(4, ge=1, le=256, description="--max-loras (adapters in one batch) of the vLLM server.")
+    vllm_concurrency: int = Field(32, ge=1, le=1024, description="Requests in flight to the vLLM server.")
+    vllm_request_timeout_s: float = Field(600.0, gt=0, description="Timeout of one vLLM request.")
+    vllm_max_retries: int = Field(5, ge=0, le=50, description="Retries on 429, 5xx and connection errors.")
+    vllm_port: int = Field(8001, ge=1, le=65535, description="Port of `synthaug vllm serve` (loopback).")
+    vllm_venv: Path = Field(Path(".venv-vllm"), description="Virtual environment `synthaug vllm serve` builds.")
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> "Settings":
