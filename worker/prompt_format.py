@@ -1,24 +1,27 @@
-"""The one place chat messages become model text and tokens, for training and sampling alike.
+"""Chat messages to model text and tokens with a loaded tokenizer, for training and sampling alike.
 
-Models with a chat template use it. Models without one get a plain-text fallback::
-
-    ### System:
-    <system content>
-
-    ### User:
-    <user content>
-
-    ### Assistant:
-    <completion><eos>
-
-Either way the completion ends with the tokenizer's eos token, which is what the sampler stops on.
+Rendering itself is ``app.domain.chat_format.ChatFormat`` (the API counts tokens with it too); this
+module binds it to a transformers tokenizer. Either way the completion ends with the tokenizer's eos
+token, which is what the samplers stop on.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-FALLBACK_HEADERS = {"system": "### System:", "user": "### User:", "assistant": "### Assistant:"}
+from app.domain.chat_format import FALLBACK_HEADERS, ChatFormat
+
+__all__ = ["FALLBACK_HEADERS", "chat_format", "completion_text", "encode_completion", "encode_prompt",
+           "has_chat_template", "render_prompt"]
+
+
+def chat_format(tokenizer: Any) -> ChatFormat:
+    """The tokenizer's chat template (if any), eos token and special tokens."""
+    return ChatFormat(
+        template=getattr(tokenizer, "chat_template", None) or None,
+        eos_token=tokenizer.eos_token,
+        special_tokens={k: str(v) for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)},
+    )
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -30,37 +33,19 @@ def render_prompt(
     tokenizer: Any, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True
 ) -> str:
     """Messages as prompt text: the chat template if any, else the plain-text fallback."""
-    if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-    turns = [f"{_fallback_header(m['role'])}\n{m['content']}\n\n" for m in messages]
-    if add_generation_prompt:
-        turns.append(f"{FALLBACK_HEADERS['assistant']}\n")
-    return "".join(turns)
+    return chat_format(tokenizer).render(messages, add_generation_prompt=add_generation_prompt)
 
 
 def completion_text(tokenizer: Any, transcript: str) -> str:
     """The training target: the transcript followed by the end marker the sampler stops on."""
-    if tokenizer.eos_token is None:
-        raise ValueError("the tokenizer has no eos token to end completions with")
-    return transcript + tokenizer.eos_token
+    return chat_format(tokenizer).completion(transcript)
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     """Token ids of a rendered prompt, identical for training and sampling."""
-    # A chat template writes its own special tokens (a BOS among them, for some models); adding
-    # them again would double them. Plain-text prompts get the tokenizer's usual BOS handling.
-    return tokenizer(prompt, add_special_tokens=not has_chat_template(tokenizer))["input_ids"]
+    return tokenizer(prompt, add_special_tokens=chat_format(tokenizer).adds_special_tokens)["input_ids"]
 
 
 def encode_completion(tokenizer: Any, completion: str) -> list[int]:
     """Token ids of a completion, tokenized on its own as the sampler generates it after the prompt."""
     return tokenizer(completion, add_special_tokens=False)["input_ids"]
-
-
-def _fallback_header(role: str) -> str:
-    try:
-        return FALLBACK_HEADERS[role]
-    except KeyError:
-        raise ValueError(f"unknown chat role '{role}' (expected one of {', '.join(FALLBACK_HEADERS)})")

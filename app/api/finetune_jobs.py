@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from app.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
 from app.schemas.common import ListOf
 from app.schemas.finetune_jobs import CheckpointPublic, FinetuneJobCreate, FinetuneJobPublic, JobEventPublic
-from app.services import finetune_jobs
+from app.services import finetune_jobs, token_counts
 
 router = APIRouter(prefix="/finetune-jobs", tags=["fine-tune jobs"])
 
@@ -22,16 +22,18 @@ def create_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ):
+    base_model = body.base_model or settings.default_base_model
     job, created = finetune_jobs.create(
         session,
         tenant_id,
         dataset_id=body.dataset_id,
-        base_model=body.base_model or settings.default_base_model,
+        base_model=base_model,
         method=body.method,
         prompt_set_id=body.prompt_set_id,
         seed=body.seed,
         hyperparameters=body.hyperparameters,
         idempotency_key=idempotency_key,
+        tokenizer_of=lambda name: token_counts.model_tokenizer(settings, name),
     )
     if not created:
         response.status_code = status.HTTP_200_OK

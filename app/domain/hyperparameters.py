@@ -37,7 +37,16 @@ class Hyperparameters(BaseModel):
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
     batch_size: int = Field(4, ge=1, le=256, description="Examples per device step.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=256, description="Steps per optimizer update.")
-    max_seq_length: int = Field(512, ge=16, le=32768, description="Longer examples are truncated.")
+    max_seq_length: int = Field(
+        512, ge=16, le=32768,
+        description="Tokens per training example (prompt + transcript + end token). A job whose train or "
+        "validation examples are longer is refused unless allow_truncation is set.",
+    )
+    allow_truncation: bool = Field(
+        False,
+        description="Train on examples longer than max_seq_length, cut at that length. A cut example loses "
+        "its end token, so the model learns less about ending a transcript.",
+    )
     optimizer: Optimizer = Field("paged_adamw_32bit", description="Optimizer (paged ones need CUDA).")
     fp16: bool = Field(True, description="Mixed precision fp16 (needs CUDA).")
     weight_decay: float = Field(0.001, ge=0.0, le=1.0, description="AdamW weight decay.")

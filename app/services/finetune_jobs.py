@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import random
 import time
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
-from app.db.models import TERMINAL_STATUSES, Checkpoint, FinetuneJob, JobEvent, Record
+from app.db.models import TERMINAL_STATUSES, Checkpoint, FinetuneJob, JobEvent
 from app.db.pagination import Page
 from app.db.session import Database, enqueue_after_commit
 from app.domain.base_models import UnknownBaseModel, resolve_base_model
 from app.domain.hyperparameters import Hyperparameters
 from app.errors import Conflict, InvalidInput, JobStateError, NotFound, UnknownModel
 from app.services import datasets, prompt_sets
+from app.services.token_counts import ModelTokenizer
 
 TASK_NAME = "finetune.run"
 METHODS = ("qlora", "lora")
@@ -33,8 +36,13 @@ def create(
     seed: int,
     hyperparameters: Hyperparameters,
     idempotency_key: str | None,
+    tokenizer_of: Callable[[str], ModelTokenizer | None] = lambda _base_model: None,
 ) -> tuple[FinetuneJob, bool]:
-    """A queued job (enqueued after commit); with a known Idempotency-Key, the existing job."""
+    """A queued job (enqueued after commit); with a known Idempotency-Key, the existing job.
+
+    When ``tokenizer_of`` finds the base model's tokenizer, examples longer than max_seq_length are
+    refused here (unless truncation is allowed); without it, the worker checks before training.
+    """
     requested = (dataset_id, base_model, method, prompt_set_id, seed, hyperparameters.model_dump())
     if idempotency_key:
         existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
@@ -49,6 +57,12 @@ def create(
     dataset = datasets.get(session, tenant_id, dataset_id)
     prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, prompt_set_id))
     _check_labels(session, dataset.id, set(prompt_set.labels))
+    tokenizer = tokenizer_of(base_model)
+    if tokenizer is not None:
+        train, validation = training_examples(session, tenant_id, dataset.id, prompt_set_id, seed)
+        check = measure_lengths(tokenizer.example_length, train + validation, hyperparameters.max_seq_length)
+        if check.too_long and not hyperparameters.allow_truncation:
+            raise InvalidInput(check.refusal(), extra={"too_long": check.too_long, "needed": check.longest})
     job = FinetuneJob(
         tenant_id=tenant_id,
         dataset_id=dataset.id,
@@ -160,6 +174,49 @@ def checkpoints(
     return repo.page_checkpoints(session, job_id, limit=limit, cursor=cursor)
 
 
-def training_records(session: Session, job: FinetuneJob, split: str) -> Sequence[Record]:
-    """Real records of one split; only 'train' ever reaches a trainer's gradient."""
-    return repo.records_for_split(session, job.dataset_id, split)
+def training_examples(
+    session: Session, tenant_id: str, dataset_id: str, prompt_set_id: str, seed: int
+) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
+    """Chat examples of the train and validation splits, role variations drawn from a seeded RNG.
+
+    Only the train split ever reaches a trainer's gradient; validation examples measure its loss.
+    """
+    prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, prompt_set_id))
+    rng = random.Random(seed)
+    train, validation = (
+        [prompt_set.training_messages(r.label, r.text, rng) for r in repo.records_for_split(session, dataset_id, split)]
+        for split in ("train", "validation")
+    )
+    return train, validation
+
+
+@dataclass(frozen=True)
+class LengthCheck:
+    """How many examples exceed max_seq_length, and the length the longest needs."""
+
+    examples: int
+    too_long: int
+    longest: int
+    max_seq_length: int
+
+    def refusal(self) -> str:
+        return (
+            f"{self.too_long} of {self.examples} train/validation examples are longer than max_seq_length "
+            f"{self.max_seq_length} tokens (prompt + transcript + end token); the longest needs {self.longest}. "
+            f"Set max_seq_length to at least {self.longest}, or set allow_truncation to train on cut examples "
+            "(a cut example loses its end token, and the model learns not to stop)."
+        )
+
+    def warning(self) -> str:
+        return (
+            f"{self.too_long} of {self.examples} train/validation examples are cut at max_seq_length "
+            f"{self.max_seq_length} (allow_truncation); the longest needs {self.longest} tokens"
+        )
+
+
+def measure_lengths(
+    length_of: Callable[[list[dict[str, str]]], int], examples: Sequence[list[dict[str, str]]], max_seq_length: int
+) -> LengthCheck:
+    lengths = [length_of(messages) for messages in examples]
+    too_long = sum(length > max_seq_length for length in lengths)
+    return LengthCheck(len(lengths), too_long, max(lengths, default=0), max_seq_length)

@@ -20,6 +20,7 @@ from tests.api.factories import (
     create_job,
     queued_job,
     update_job,
+    upload_example_dataset,
     upload_small_dataset,
 )
 
@@ -355,3 +356,48 @@ class TestAuth:
         response = client.get("/finetune-jobs", headers=auth)
         assert response.status_code == 401
         assert "revoked" in response.json()["detail"]
+
+
+@pytest.fixture
+def prepared_client(settings, db, cache_dir):
+    """An API whose server has the base model prepared, so it can count tokens before queueing."""
+    from worker.models import materialize_base_model
+
+    materialize_base_model("smollm2-135m-instruct", cache_dir)
+    prepared = settings.model_copy(update={"cache_dir": cache_dir})
+    with TestClient(create_app(prepared, db=db)) as test_client:
+        yield test_client
+
+
+class TestExampleLengths:
+    """Examples longer than max_seq_length lose their end token: refused unless truncation is asked for."""
+
+    def test_too_long_examples_are_refused_with_the_count_and_the_length_needed(self, prepared_client, auth, queue):
+        dataset = upload_example_dataset(prepared_client, auth)
+        response = create_job(prepared_client, auth, dataset["id"], hyperparameters={"max_seq_length": 160})
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert body["error"] == "InvalidInput"
+        assert body["too_long"] > 0 and body["needed"] > 160
+        assert f"{body['too_long']} of 102 train/validation examples" in body["detail"]
+        assert f"at least {body['needed']}" in body["detail"] and "allow_truncation" in body["detail"]
+        assert queue.sent == []
+
+    def test_the_length_needed_is_accepted(self, prepared_client, auth):
+        dataset = upload_example_dataset(prepared_client, auth)
+        needed = create_job(prepared_client, auth, dataset["id"], hyperparameters={"max_seq_length": 16}).json()["needed"]
+        assert create_job(prepared_client, auth, dataset["id"], hyperparameters={"max_seq_length": needed - 1}).status_code == 422
+        assert create_job(prepared_client, auth, dataset["id"], hyperparameters={"max_seq_length": needed}).status_code == 201
+
+    def test_allow_truncation_accepts_the_job(self, prepared_client, auth, queue):
+        dataset = upload_example_dataset(prepared_client, auth)
+        response = create_job(prepared_client, auth, dataset["id"],
+                              hyperparameters={"max_seq_length": 64, "allow_truncation": True})
+        assert response.status_code == 201, response.text
+        assert response.json()["hyperparameters"]["allow_truncation"] is True
+        assert len(queue.sent) == 1
+
+    def test_without_the_tokenizer_the_job_is_queued_for_the_worker_to_check(self, client, auth, queue):
+        dataset = upload_example_dataset(client, auth)
+        assert create_job(client, auth, dataset["id"], hyperparameters={"max_seq_length": 64}).status_code == 201
+        assert len(queue.sent) == 1

@@ -95,3 +95,29 @@ class TestCompletion:
             ids = encode_completion(tok, completion_text(tok, TRANSCRIPT))
             assert ids[-1] == tok.eos_token_id
             assert ids.count(tok.eos_token_id) == 1
+
+
+class TestOneRendererEverywhere:
+    """ChatFormat (what the API counts with) renders as transformers does, and counts as the trainer does."""
+
+    @pytest.mark.parametrize("label", LABELS)
+    def test_renders_like_transformers_apply_chat_template(self, tokenizer, label):
+        messages = default_prompt_set().training_messages(label, TRANSCRIPT, random.Random(1))
+        for turns, generation_prompt in ((messages[:-1], True), (messages, False)):
+            expected = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+            assert render_prompt(tokenizer, turns, add_generation_prompt=generation_prompt) == expected
+
+    def test_api_token_counts_equal_the_trainers_example_lengths(self, tokenizer, cache_dir):
+        from app.services.token_counts import load_model_tokenizer
+        from tests.unit.test_example_data import read_rows
+        from worker.training.hf import tokenize_examples
+
+        light = load_model_tokenizer(materialize_base_model("smollm2-135m-instruct", cache_dir))
+        rng, prompt_set = random.Random(0), default_prompt_set()
+        examples = [
+            prompt_set.training_messages("impaired" if row["label"] == "1" else "control", row["text"], rng)
+            for row in read_rows()
+        ]
+        trained = [len(ids) for ids in tokenize_examples(tokenizer, examples)["input_ids"]]
+        assert [light.example_length(m) for m in examples] == trained
+        assert light.count(TRANSCRIPT) == len(encode_completion(tokenizer, TRANSCRIPT))
