@@ -19,11 +19,12 @@ class WorkerContext:
         self._lock = threading.Lock()
 
     def sampler(self, name: str) -> Any:
-        from worker.sampling import SAMPLERS
+        """The process's sampler of that name (each owns its loaded models or server connection)."""
+        from worker.sampling import build_sampler
 
         with self._lock:
             if name not in self._samplers:
-                self._samplers[name] = SAMPLERS[name](cache_dir=self.settings.resolved_cache_dir)
+                self._samplers[name] = build_sampler(name, self.settings)
             return self._samplers[name]
 
     def prepare_default_model(self) -> None:

@@ -46,15 +46,16 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def load_model(model_dir: Path, quantization: Quantization, device: str = "cpu"):
-    """A causal LM from a local directory: nf4 double-quant (QLoRA) or full precision."""
+def load_model(model_dir: Path, quantization: Quantization, device: str = "cpu", dtype=None):
+    """A causal LM from a local directory: nf4 double-quant (QLoRA) or unquantized in ``dtype``
+    (default: the compute dtype of the device)."""
     from transformers import AutoModelForCausalLM
 
     kwargs = {"device_map": {"": device}}
     if quantization == "nf4":
         kwargs["quantization_config"] = nf4_config(device)
     else:
-        kwargs["dtype"] = compute_dtype(device)
+        kwargs["dtype"] = dtype or compute_dtype(device)
     return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
 
 

@@ -13,7 +13,9 @@ import pytest
 from app.domain.hyperparameters import Hyperparameters
 from app.domain.prompts import default_prompt_set
 from tests.conftest import EXAMPLE_CSV
-from worker.sampling import SAMPLERS, SampleTarget, SamplingParams
+from app.domain.sampling import FinishReason, SamplingParams
+from app.settings import Settings
+from worker.sampling import SAMPLERS, SampleRequest, SampleTarget, build_sampler
 from worker.training import TRAINERS, TrainEvent, TrainResult, TrainSpec, get_trainer
 from worker.training.hf import build_configs, tokenize_examples
 
@@ -33,7 +35,7 @@ def examples(count: int) -> list[list[dict]]:
 
 
 def tiny_hyperparameters(**overrides) -> Hyperparameters:
-    values = dict(lora_r=2, lora_alpha=4, max_steps=3, batch_size=2, max_seq_length=96, learning_rate=1e-3)
+    values = dict(lora_r=2, lora_alpha=4, max_steps=3, batch_size=2, max_seq_length=256, learning_rate=1e-3)
     return Hyperparameters(**{**values, **overrides})
 
 
@@ -71,7 +73,7 @@ class TestConfigs:
         assert configs.quantization.bnb_4bit_use_double_quant
         assert configs.lora.r == 2 and configs.lora.lora_alpha == 4
         assert configs.lora.target_modules == "all-linear"
-        assert configs.sft.completion_only_loss and configs.sft.max_length == 96
+        assert configs.sft.completion_only_loss and configs.sft.max_length == 256
         assert configs.sft.optim == "adamw_torch" and not configs.sft.fp16 and not configs.sft.bf16
         assert any("paged_adamw_32bit" in f for f in configs.fallbacks)
         assert any("fp16" in f for f in configs.fallbacks)
@@ -82,7 +84,7 @@ class TestConfigs:
         assert set(configs.lora.target_modules) == {"q_proj", "k_proj", "v_proj"}
 
     def test_registry(self):
-        assert set(TRAINERS) == {"qlora", "lora"} and "hf" in SAMPLERS
+        assert set(TRAINERS) == {"qlora", "lora"} and set(SAMPLERS) == {"hf", "vllm"}
         with pytest.raises(ValueError, match="known: lora, qlora"):
             get_trainer("nope")
 
@@ -153,29 +155,36 @@ class TestCancel:
 
 
 class TestSampling:
-    def sample(self, trained, cache_dir, *, start_index=0, **params) -> list[tuple[int, str]]:
-        target = SampleTarget(trained.result.adapter_dir, BASE, "nf4")
-        batches: list[list[tuple[int, str]]] = []
-        values = dict(n=3, max_tokens=12, seed=7, batch_size=2, temperature=1.0, top_p=0.95, top_k=40)
-        SAMPLERS["hf"](cache_dir).sample(
-            target, default_prompt_set().inference_messages("impaired"), SamplingParams(**{**values, **params}),
-            start_index=start_index, on_batch=batches.append,
+    def sample(self, trained, cache_dir, seeds=(7, 8, 9), label="impaired", **params) -> list:
+        target = SampleTarget("ad_test", trained.result.adapter_dir, BASE, "nf4")
+        values = dict(max_tokens=12, seed=7, temperature=1.0, top_p=0.95, top_k=40)
+        messages = default_prompt_set().inference_messages(label)
+        settings = Settings(cache_dir=cache_dir)
+        return build_sampler("hf", settings).sample(
+            target, [SampleRequest.of(messages, seed) for seed in seeds], SamplingParams(**{**values, **params})
         )
-        assert all(batches), "every batch carries samples"
-        return [pair for batch in batches for pair in batch]
 
-    def test_n_texts_in_index_order(self, trained, cache_dir):
-        samples = self.sample(trained, cache_dir)
-        assert [i for i, _ in samples] == [0, 1, 2]
-        assert all(isinstance(t, str) and t and t == t.strip() for _, t in samples)
-        assert "<|im_end|>" not in "".join(t for _, t in samples)
+    def test_one_completion_per_request_with_how_it_ended(self, trained, cache_dir):
+        completions = self.sample(trained, cache_dir)
+        assert len(completions) == 3
+        assert all(isinstance(c.text, str) and c.text and c.text == c.text.strip() for c in completions)
+        assert all(c.finish_reason in (FinishReason.STOP, FinishReason.LENGTH) and 0 < c.tokens <= 12 for c in completions)
+        assert all(c.tokens == 12 for c in completions if c.finish_reason == FinishReason.LENGTH)
+        assert "<|im_end|>" not in "".join(c.text for c in completions)
 
-    def test_same_seed_same_texts_and_resume_matches(self, trained, cache_dir):
-        first = self.sample(trained, cache_dir)
-        assert self.sample(trained, cache_dir) == first
-        assert self.sample(trained, cache_dir, start_index=1) == first[1:]
-        assert self.sample(trained, cache_dir, seed=8) != first
+    def test_a_samples_text_is_a_function_of_its_seed(self, trained, cache_dir):
+        first = self.sample(trained, cache_dir, seeds=(7, 8, 7))
+        assert first[0] == first[2] and first[0].text != first[1].text
+        assert self.sample(trained, cache_dir, seeds=(7, 8, 7)) == first
 
-    def test_greedy_decoding(self, trained, cache_dir):
-        samples = self.sample(trained, cache_dir, temperature=0.0, n=2)
-        assert samples[0][1] == samples[1][1]
+    def test_stop_strings_end_a_sample_before_them(self, trained, cache_dir):
+        completions = self.sample(trained, cache_dir, seeds=range(4), stop=["e"], max_tokens=24)
+        assert all("e" not in c.text for c in completions)
+        assert any(c.finish_reason == FinishReason.STOP for c in completions)
+
+    def test_batch_size_comes_from_memory_within_the_cap(self, trained, cache_dir):
+        target = SampleTarget("ad_test", trained.result.adapter_dir, BASE, "nf4")
+        sampler = build_sampler("hf", Settings(cache_dir=cache_dir, hf_max_batch_size=48))
+        assert sampler.chunk_size(target, SamplingParams(max_tokens=256)) == 48
+        tiny = build_sampler("hf", Settings(cache_dir=cache_dir, hf_memory_fraction=1e-5))
+        assert 1 <= tiny.chunk_size(target, SamplingParams(max_tokens=8192)) < 48

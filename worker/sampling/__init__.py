@@ -1,10 +1,36 @@
-"""Sampler backends by name (a plain registry, no plugin discovery)."""
+"""Sampler backends by name (a plain registry, no plugin discovery), built from Settings."""
 
 from __future__ import annotations
 
-from worker.sampling.base import Batch, Sampler, SampleTarget, SamplingParams
-from worker.sampling.hf import HFSampler
+from typing import Callable
 
-SAMPLERS: dict[str, type] = {"hf": HFSampler}
+from app.domain.sampling import SamplerName
+from app.settings import Settings
+from worker.sampling.base import Completion, Sampler, SampleRequest, SampleTarget
 
-__all__ = ["SAMPLERS", "Batch", "HFSampler", "Sampler", "SampleTarget", "SamplingParams"]
+
+def _hf(settings: Settings) -> Sampler:
+    from worker.sampling.hf import HFSampler
+
+    return HFSampler(settings)
+
+
+def _vllm(settings: Settings) -> Sampler:
+    from worker.sampling.vllm import VLLMSampler
+
+    return VLLMSampler(settings)
+
+
+SAMPLERS: dict[SamplerName, Callable[[Settings], Sampler]] = {SamplerName.HF: _hf, SamplerName.VLLM: _vllm}
+
+
+def build_sampler(name: str, settings: Settings) -> Sampler:
+    """A sampler instance; ValueError names the samplers there are."""
+    try:
+        factory = SAMPLERS[SamplerName(name)]
+    except ValueError:
+        raise ValueError(f"unknown sampler '{name}' (known: {', '.join(SamplerName)})") from None
+    return factory(settings)
+
+
+__all__ = ["SAMPLERS", "Completion", "SampleRequest", "SampleTarget", "Sampler", "build_sampler"]

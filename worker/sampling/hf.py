@@ -2,87 +2,90 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
 import torch
 from peft import PeftModel
 
+from app.domain.sampling import FinishReason, SamplingParams
+from app.settings import Settings
 from worker.models import ADAPTER_MANIFEST, load_model, load_tokenizer, materialize_base_model, read_adapter_manifest
 from worker.prompt_format import encode_prompt, render_prompt
-from worker.sampling.base import Batch, SampleTarget, SamplingParams
+from worker.sampling.base import Completion, SampleRequest, SampleTarget
+from worker.sampling.decoding import decode
 
-# Loaded models per process, keyed by adapter; a few only, each holds a full base model.
-_MAX_CACHED = 2
-_cache: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
-_cache_lock = threading.Lock()
+# A few adapters stay loaded per sampler; each holds a full copy of its base model.
+_MAX_LOADED = 2
+# Room kept for the prompt when sizing batches before the prompts are known.
+_PROMPT_ALLOWANCE = 256
 
 
 class HFSampler:
-    """Samples with transformers generate: batched, left-padded, KV cache, stops at eos."""
+    """Samples with a batched decoding loop: left padding, KV cache, a seed and a stop per row."""
 
-    def __init__(self, cache_dir: Path, device: str | None = None):
-        self.cache_dir = Path(cache_dir)
+    name = "hf"
+
+    def __init__(self, settings: Settings, device: str | None = None) -> None:
+        self.cache_dir = settings.resolved_cache_dir
+        self.max_batch = settings.hf_max_batch_size
+        self.memory_fraction = settings.hf_memory_fraction
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._loaded: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def chunk_size(self, target: SampleTarget, params: SamplingParams, prompt_tokens: int = _PROMPT_ALLOWANCE) -> int:
+        """The largest batch whose KV cache fits the memory share, at most hf_max_batch_size."""
+        model, _ = self._load(target)
+        config = model.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        per_token = 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+        # Each row also holds its logits row in fp32 (and a seen-token row for repetition penalty).
+        per_row = per_token * (prompt_tokens + params.max_tokens) + config.vocab_size * 5
+        fits = int(self.memory_fraction * _free_memory(self.device) // per_row)
+        return max(1, min(self.max_batch, fits))
 
     def sample(
-        self,
-        target: SampleTarget,
-        prompt_messages: list[dict[str, str]],
-        params: SamplingParams,
-        *,
-        start_index: int = 0,
-        on_batch: Callable[[Batch], None],
-    ) -> None:
-        """Generate samples start_index..n-1 and hand them to on_batch one finished batch at a time."""
+        self, target: SampleTarget, requests: Sequence[SampleRequest], params: SamplingParams
+    ) -> list[Completion]:
+        """One completion per request, in order, in batches of at most ``chunk_size``."""
         model, tokenizer = self._load(target)
-        prompt_ids = encode_prompt(tokenizer, render_prompt(tokenizer, prompt_messages))
-        # Batches sit on fixed boundaries (multiples of batch_size) and are seeded by their start,
-        # so sample i comes out the same whether or not an earlier run stopped part-way.
-        first = start_index - start_index % params.batch_size
-        for batch_start in range(first, params.n, params.batch_size):
-            size = min(params.batch_size, params.n - batch_start)
-            texts = self._generate(model, tokenizer, [prompt_ids] * size, params, batch_start)
-            on_batch([(batch_start + i, t) for i, t in enumerate(texts) if batch_start + i >= start_index])
-
-    def _generate(
-        self, model: Any, tokenizer: Any, prompts: list[list[int]], params: SamplingParams, batch_start: int
-    ) -> list[str]:
-        batch = tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        sampling = params.temperature > 0
-        options = dict(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or 0) if sampling else {}
-        # fork_rng keeps the seeding local to this batch instead of resetting the process's RNG.
-        with torch.random.fork_rng(devices=[self.device] if self.device.startswith("cuda") else []):
-            torch.manual_seed(_batch_seed(params.seed, batch_start))
-            with torch.inference_mode():
-                output = model.generate(
-                    **batch,
-                    do_sample=sampling,
-                    max_new_tokens=params.max_tokens,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id,
-                    use_cache=True,
-                    **options,
-                )
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        end_ids = _end_token_ids(model, tokenizer)
+        prompts: dict[tuple, list[int]] = {}
+        for request in requests:
+            if request.messages not in prompts:
+                prompts[request.messages] = encode_prompt(tokenizer, render_prompt(tokenizer, request.message_dicts()))
+        batch = self.chunk_size(target, params, max(len(p) for p in prompts.values()))
+        completions: list[Completion] = []
+        for start in range(0, len(requests), batch):
+            part = requests[start : start + batch]
+            rows = decode(
+                model, [prompts[r.messages] for r in part], [r.seed for r in part], params,
+                end_ids=end_ids, pad_id=tokenizer.pad_token_id, tokenizer=tokenizer,
+            )
+            for row in rows:
+                text = tokenizer.decode(row.tokens, skip_special_tokens=True)
+                if row.stop is not None:
+                    text = text.split(row.stop, 1)[0]
+                completions.append(Completion(text.strip(), FinishReason(row.finish_reason), len(row.tokens)))
+        return completions
 
     def _load(self, target: SampleTarget) -> tuple[Any, Any]:
-        key = (str(Path(target.adapter_dir).resolve()), self.device)
-        with _cache_lock:
-            if key in _cache:
-                _cache.move_to_end(key)
-                return _cache[key]
+        key = str(Path(target.adapter_dir).resolve())
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
             model_dir = self._base_model_dir(target)
             tokenizer = load_tokenizer(model_dir)
-            tokenizer.padding_side = "left"  # generation continues from the right edge of every row
             model = self._load_model(model_dir, target)
-            _cache[key] = (model, tokenizer)
-            while len(_cache) > _MAX_CACHED:
-                _cache.popitem(last=False)
+            self._loaded[key] = (model, tokenizer)
+            while len(self._loaded) > _MAX_LOADED:
+                self._loaded.popitem(last=False)
             return model, tokenizer
 
     def _base_model_dir(self, target: SampleTarget) -> Path:
@@ -96,18 +99,41 @@ class HFSampler:
         return materialize_base_model(target.base_model, self.cache_dir)
 
     def _load_model(self, model_dir: Path, target: SampleTarget) -> Any:
-        # On CPU the adapter is merged into the full-precision base: measured on 2 cores, 8 samples x
-        # 120 tokens took 15 s merged fp32, 19 s unmerged fp32 and 31 s on the nf4 base as trained.
-        # A QLoRA adapter works on the de-quantized base (the QLoRA paper merges into 16-bit too).
+        # On CPU the adapter is merged into a 16/32-bit base: a merged model decodes faster than
+        # the nf4 base it was trained on (the QLoRA paper merges into 16-bit too). bf16 is taken
+        # where the CPU multiplies it in hardware (AMX): 3-5x the fp32 matmul throughput measured
+        # on such a 2-core machine at batch 32-128; elsewhere fp32, where bf16 is emulated and slow.
         # On CUDA the base loads as trained, so a QLoRA job's memory budget also holds for sampling.
-        on_cpu = not self.device.startswith("cuda")
-        quantization = "none" if on_cpu else target.quantization
-        model = PeftModel.from_pretrained(load_model(model_dir, quantization, self.device), str(target.adapter_dir))
-        if on_cpu:
-            model = model.merge_and_unload()
-        return model.eval()
+        if self.device.startswith("cuda"):
+            model = PeftModel.from_pretrained(load_model(model_dir, target.quantization, self.device), str(target.adapter_dir))
+            return model.eval()
+        base = load_model(model_dir, "none", self.device, dtype=_cpu_sampling_dtype())
+        return PeftModel.from_pretrained(base, str(target.adapter_dir)).merge_and_unload().eval()
 
 
-def _batch_seed(seed: int, batch_start: int) -> int:
-    """A per-batch seed from the request seed and the batch's first index."""
-    return (seed * 1_000_003 + batch_start) % 2**63
+def _end_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """The tokenizer's end token and any the model's generation config ends on."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return frozenset(i for i in ids if i is not None)
+
+
+def _cpu_sampling_dtype() -> torch.dtype:
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return torch.bfloat16 if amx() else torch.float32
+
+
+def _free_memory(device: str) -> int:
+    """Bytes free for new tensors: the GPU's free memory, or MemAvailable of the machine."""
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return free
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
