@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         return not self.broker_url
 
     @property
+    def available_samplers(self) -> frozenset[SamplerName]:
+        """hf always; vllm when a server is configured."""
+        return frozenset({SamplerName.HF} | ({SamplerName.VLLM} if self.vllm_base_url else set()))
+
+    @property
     def resolved_database_url(self) -> str:
         """The configured URL, or a SQLite file under data_dir."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'synthaug.db').resolve()}"

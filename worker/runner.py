@@ -8,18 +8,20 @@ alone, a running one resumes from its last checkpoint, and samples are unique pe
 from __future__ import annotations
 
 import logging
-import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-from sqlalchemy.orm import Session
+from typing import Any, Callable
 
 from app.db import repositories as repo
 from app.db.base import utcnow
-from app.db.models import TERMINAL_STATUSES, Adapter, Checkpoint, FinetuneJob, Generation, Sample
+from app.db.models import TERMINAL_STATUSES, Adapter, Checkpoint, FinetuneJob, Generation
 from app.domain.hyperparameters import Hyperparameters
+from app.domain.post_filters import PostFilter, RealText, sample_ref
+from app.domain.sampling import FilterSettings, SamplingParams, sample_seed
+from app.errors import InvalidInput
 from app.services import finetune_jobs, generations, prompt_sets
+from app.services.token_counts import load_model_tokenizer
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ def run_finetune(ctx: WorkerContext, job_id: str) -> None:
     """Train the job's adapter; register it on success."""
     try:
         prepared = _prepare_finetune(ctx, job_id)
+    except InvalidInput as exc:
+        _finish_job(ctx, job_id, "failed", error=exc.detail)
+        return
     except Exception as exc:
         log.exception("fine-tune %s could not start", job_id)
         _finish_job(ctx, job_id, "failed", error=f"could not start: {type(exc).__name__}: {exc}")
@@ -84,11 +89,12 @@ def _prepare_finetune(ctx: WorkerContext, job_id: str):
             s, job_id, "message",
             f"attempt {job.attempts}" + (f", resuming from step {checkpoints[-1].step}" if resume else ""),
         )
-        train, evaluation = _examples(s, job)
+        train, evaluation = finetune_jobs.training_examples(s, job.tenant_id, job.dataset_id, job.prompt_set_id, job.seed)
         spec_args = dict(
             base_model=job.base_model, method=job.method, seed=job.seed,
             hyperparameters=Hyperparameters.model_validate(job.hyperparameters),
         )
+    _check_lengths(ctx, job_id, spec_args["base_model"], spec_args["hyperparameters"], train + evaluation)
     spec = TrainSpec(
         **spec_args,
         output_dir=settings.resolved_artifact_dir / "jobs" / job_id,
@@ -98,14 +104,17 @@ def _prepare_finetune(ctx: WorkerContext, job_id: str):
     return spec, train, evaluation
 
 
-def _examples(session: Session, job: FinetuneJob) -> tuple[list, list]:
-    """Chat examples of the train and validation splits; role variations from a seeded RNG."""
-    prompt_set = prompt_sets.load(prompt_sets.get(session, job.tenant_id, job.prompt_set_id))
-    rng = random.Random(job.seed)
-    return tuple(
-        [prompt_set.training_messages(r.label, r.text, rng) for r in finetune_jobs.training_records(session, job, split)]
-        for split in ("train", "validation")
-    )
+def _check_lengths(ctx: WorkerContext, job_id: str, base_model: str, hp: Hyperparameters, examples: list) -> None:
+    """Refuse examples over max_seq_length (the API does when the model was prepared) or warn if allowed."""
+    from worker.models import materialize_base_model
+
+    tokenizer = load_model_tokenizer(materialize_base_model(base_model, ctx.settings.resolved_cache_dir))
+    check = finetune_jobs.measure_lengths(tokenizer.example_length, examples, hp.max_seq_length)
+    if check.too_long and not hp.allow_truncation:
+        raise InvalidInput(check.refusal())
+    if check.too_long:
+        with ctx.db.transaction() as s:
+            finetune_jobs.add_event(s, job_id, "warning", check.warning(), {"too_long": check.too_long})
 
 
 def _finish_job(
@@ -170,24 +179,37 @@ class _JobReporter:
 # generation
 
 def run_generation(ctx: WorkerContext, generation_id: str) -> None:
-    """Sample the generation's texts in batches; each batch is written once, in one transaction."""
+    """Draw, judge and store candidates chunk by chunk until every label has its count or its budget is spent."""
     try:
-        prepared = _prepare_generation(ctx, generation_id)
-        if prepared is not None:
-            target, messages, params, start, write = prepared
-            if start < params.n:
-                ctx.sampler("hf").sample(target, messages, params, start_index=start, on_batch=write)
+        plan = _prepare_generation(ctx, generation_id)
+        if plan is not None:
+            while _draw_chunk(ctx, plan):
+                pass
     except Exception as exc:
         log.exception("generation %s failed", generation_id)
         _finish_generation(ctx, generation_id, "failed", f"{type(exc).__name__}: {exc}")
         return
-    if prepared is not None:
+    if plan is not None:
         _finish_generation(ctx, generation_id, "succeeded")
 
 
-def _prepare_generation(ctx: WorkerContext, generation_id: str):
-    """Claim the generation; its target, prompt, parameters, resume index and batch writer."""
-    from worker.sampling.base import SampleTarget, SamplingParams
+@dataclass
+class _GenerationRun:
+    """What a generation needs between chunks: its target, prompts, parameters, filter and sampler."""
+
+    generation_id: str
+    sampler: Any
+    target: Any
+    messages: dict[str, list[dict[str, str]]]
+    params: SamplingParams
+    chunk_size: int
+    post_filter: PostFilter
+    provenance: dict[str, Any]
+
+
+def _prepare_generation(ctx: WorkerContext, generation_id: str) -> _GenerationRun | None:
+    """Claim the generation and gather its target, prompts, filter state and chunk size."""
+    from worker.sampling.base import SampleTarget
 
     with ctx.db.transaction() as s:
         gen = s.get(Generation, generation_id, with_for_update=True)
@@ -195,44 +217,63 @@ def _prepare_generation(ctx: WorkerContext, generation_id: str):
             return None
         adapter = s.get(Adapter, gen.adapter_id)
         prompt_set = prompt_sets.load(prompt_sets.get(s, gen.tenant_id, adapter.prompt_set_id))
-        messages = prompt_set.inference_messages(gen.label)
-        # Batches are committed whole and in order, so the samples present are indexes 0..k-1.
-        start = repo.count_samples(s, generation_id)
+        messages = {label: prompt_set.inference_messages(label) for label in gen.counts}
+        params = SamplingParams.model_validate(gen.params)
+        dataset_id = s.get(FinetuneJob, adapter.job_id).dataset_id
+        real = [RealText(r.id, r.label, r.text) for r in repo.records_for_split(s, dataset_id, "train")]
+        post_filter = PostFilter(
+            FilterSettings.model_validate(gen.filters), real,
+            ((sample_ref(g, label, i), text) for g, label, i, text in repo.accepted_samples(s, gen.corpus_id)),
+        )
+        target = SampleTarget(adapter.id, Path(adapter.path), adapter.base_model, "nf4" if adapter.method == "qlora" else "none")
+        sampler = ctx.sampler(gen.sampler)
+        if gen.chunk_size is None:
+            gen.chunk_size = gen.batch_size or sampler.chunk_size(target, params)
         provenance = {
-            "adapter_id": adapter.id, "base_model": adapter.base_model, "method": adapter.method,
-            "prompt_set_id": adapter.prompt_set_id, "prompt": messages, "params": gen.params,
-            "seed": gen.params["seed"], "backend": "hf",
+            "generation_id": gen.id, "adapter_id": adapter.id, "base_model": adapter.base_model,
+            "method": adapter.method, "prompt_set_id": adapter.prompt_set_id, "params": gen.params,
+            "seed": params.seed, "sampler": gen.sampler,
         }
-        quantization = "nf4" if adapter.method == "qlora" else "none"
-        target = SampleTarget(Path(adapter.path), adapter.base_model, quantization)
-        params = SamplingParams(n=gen.n, **gen.params)
-        write = _batch_writer(ctx, generation_id, gen.corpus_id, gen.label, provenance)
-    return target, messages, params, start, write
+        return _GenerationRun(gen.id, sampler, target, messages, params, gen.chunk_size, post_filter, provenance)
 
 
-def _batch_writer(
-    ctx: WorkerContext, generation_id: str, corpus_id: str, label: str, provenance: dict
-) -> Callable[[list[tuple[int, str]]], None]:
-    def write(batch: list[tuple[int, str]]) -> None:
-        with ctx.db.transaction() as s:
-            have = repo.existing_sample_indexes(s, generation_id, (i for i, _ in batch))
-            s.add_all(
-                Sample(corpus_id=corpus_id, generation_id=generation_id, index=i, label=label,
-                       text=text, provenance={**provenance, "index": i})
-                for i, text in batch if i not in have
-            )
-            s.flush()
-            gen = s.get(Generation, generation_id)
-            gen.done = repo.count_samples(s, generation_id)
-            gen.heartbeat_at = utcnow()
+def _draw_chunk(ctx: WorkerContext, run: _GenerationRun) -> bool:
+    """Draw and store one chunk; False when the generation has nothing left to draw."""
+    from worker.sampling.base import SampleRequest
 
-    return write
+    with ctx.db.transaction() as s:
+        gen = s.get(Generation, run.generation_id)
+        state = generations.tallies(s, gen)
+    chunk = generations.plan_chunk(state, run.chunk_size)
+    if not chunk:
+        return False
+    seeds = [sample_seed(run.params.seed, label, index) for label, index in chunk]
+    requests = [SampleRequest.of(run.messages[label], seed) for (label, _), seed in zip(chunk, seeds)]
+    completions = run.sampler.sample(run.target, requests, run.params)
+    drawn = []
+    for (label, index), seed, completion in zip(chunk, seeds, completions):
+        tally = state[label]
+        if tally.accepted >= tally.wanted:
+            continue  # the chunk overshot this label's count: the surplus is not kept
+        verdict = run.post_filter.judge(label, completion.text, completion.finish_reason)
+        if verdict.accepted:
+            tally.accepted += 1
+            run.post_filter.accept(sample_ref(run.generation_id, label, index), completion.text)
+        drawn.append(generations.Drawn(
+            label, index, completion.text, completion.finish_reason, verdict,
+            {**run.provenance, "label": label, "index": index, "sample_seed": seed,
+             "prompt": run.messages[label], "tokens": completion.tokens},
+        ))
+    with ctx.db.transaction() as s:
+        generations.record_chunk(s, s.get(Generation, run.generation_id, with_for_update=True), drawn)
+    return True
 
 
 def _finish_generation(ctx: WorkerContext, generation_id: str, status: str, error: str | None = None) -> None:
     with ctx.db.transaction() as s:
-        gen = s.get(Generation, generation_id)
-        gen.status, gen.finished_at, gen.error = status, utcnow(), error
+        gen = s.get(Generation, generation_id, with_for_update=True)
+        generations.refresh_counts(s, gen)
+        generations.finish(gen, status, error)
 
 
 TASKS: dict[str, Callable[[WorkerContext, str], None]] = {

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.deps import SessionDep, TenantDep
+from app.deps import SessionDep, SettingsDep, TenantDep
 from app.schemas.generations import GenerateRequest, GenerationPublic
 from app.services import generations
 
@@ -10,14 +10,17 @@ router = APIRouter(tags=["generations"])
 
 
 @router.post("/generate", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationPublic)
-def generate(body: GenerateRequest, session: SessionDep, tenant_id: TenantDep):
+def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, tenant_id: TenantDep):
     return generations.create(
         session,
         tenant_id,
         adapter_id=body.adapter_id,
-        label=body.label,
-        n=body.n,
+        counts=body.label_counts(),
         params=body.sampling_params(),
+        filters=body.filters,
+        sampler=body.sampler or settings.default_sampler,
+        available_samplers=settings.available_samplers,
+        batch_size=body.batch_size,
         corpus_id=body.corpus_id,
     )
 

@@ -13,6 +13,7 @@ from app.db.base import Base, JSONType, new_id, utcnow
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+SAMPLE_STATUSES = ("accepted", "rejected")
 
 
 def _id(prefix: str) -> Mapped[str]:
@@ -153,6 +154,8 @@ class Corpus(Base):
     __tablename__ = "corpora"
     id: Mapped[str] = _id("corp")
     tenant_id: Mapped[str] = _tenant()
+    # The real data set whose train split every adapter of this corpus learned from.
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"), default=None)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = _created()
 
@@ -163,11 +166,22 @@ class Generation(Base):
     tenant_id: Mapped[str] = _tenant()
     adapter_id: Mapped[str] = mapped_column(ForeignKey("adapters.id"))
     corpus_id: Mapped[str] = mapped_column(ForeignKey("corpora.id", ondelete="CASCADE"))
-    label: Mapped[str] = mapped_column(String(40))
+    # The one label asked for; null when the generation asked for several (see counts).
+    label: Mapped[str | None] = mapped_column(String(40), default=None)
+    counts: Mapped[dict[str, int]] = mapped_column(JSONType)
     n: Mapped[int] = mapped_column(Integer)
     params: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    sampler: Mapped[str] = mapped_column(String(20), default="hf")
+    batch_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Fixed at the first run, so a resumed generation draws the same chunks as an uninterrupted one.
+    chunk_size: Mapped[int | None] = mapped_column(Integer, default=None)
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     done: Mapped[int] = mapped_column(Integer, default=0)
+    candidates: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    rejected: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    budget_exhausted: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
@@ -177,11 +191,14 @@ class Generation(Base):
 
 
 class Sample(Base):
+    """Every drawn candidate: accepted ones make the corpus, rejected ones say why they were not kept."""
+
     __tablename__ = "samples"
-    # One row per (generation, index): re-running a generation cannot duplicate samples.
+    # One row per (generation, label, index): re-running a generation cannot duplicate samples.
     __table_args__ = (
-        UniqueConstraint("generation_id", "index"),
-        Index("ix_samples_corpus_label_id", "corpus_id", "label", "id"),
+        UniqueConstraint("generation_id", "label", "index"),
+        Index("ix_samples_corpus_status_label_id", "corpus_id", "status", "label", "id"),
+        Index("ix_samples_corpus_status_id", "corpus_id", "status", "id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     corpus_id: Mapped[str] = mapped_column(ForeignKey("corpora.id", ondelete="CASCADE"))
@@ -189,5 +206,9 @@ class Sample(Base):
     index: Mapped[int] = mapped_column(Integer)
     label: Mapped[str] = mapped_column(String(40))
     text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="accepted")
+    reject_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    finish_reason: Mapped[str | None] = mapped_column(String(20), default=None)
+    checks: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     provenance: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = _created()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -140,22 +140,45 @@ def unfinished(session: Session, model: type) -> Sequence[Any]:
 
 # corpora and samples
 
-def corpus_label_counts(session: Session, corpus_id: str) -> dict[str, int]:
-    stmt = select(Sample.label, func.count()).where(Sample.corpus_id == corpus_id).group_by(Sample.label)
+ACCEPTED = "accepted"
+
+
+def corpus_label_counts(session: Session, corpus_id: str, status: str = ACCEPTED) -> dict[str, int]:
+    stmt = (
+        select(Sample.label, func.count())
+        .where(Sample.corpus_id == corpus_id, Sample.status == status)
+        .group_by(Sample.label)
+    )
     return {label: count for label, count in session.execute(stmt)}
 
 
+def corpus_reject_counts(session: Session, corpus_id: str) -> dict[str, dict[str, int]]:
+    """Rejected candidates per label and reason."""
+    stmt = (
+        select(Sample.label, Sample.reject_reason, func.count())
+        .where(Sample.corpus_id == corpus_id, Sample.status != ACCEPTED)
+        .group_by(Sample.label, Sample.reject_reason)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for label, reason, count in session.execute(stmt):
+        counts.setdefault(label, {})[reason] = count
+    return counts
+
+
 def list_samples(
-    session: Session, corpus_id: str, *, limit: int, cursor: str | None, label: str | None
+    session: Session, corpus_id: str, *, limit: int, cursor: str | None, label: str | None, status: str | None = ACCEPTED
 ) -> Page[Sample]:
+    """A page of a corpus's samples; status None lists accepted and rejected alike."""
     stmt = select(Sample).where(Sample.corpus_id == corpus_id)
+    if status:
+        stmt = stmt.where(Sample.status == status)
     if label:
         stmt = stmt.where(Sample.label == label)
     return paginate(session, stmt, Sample.id, limit=limit, cursor=cursor, newest_first=False)
 
 
 def iter_samples(session: Session, corpus_id: str, label: str | None, chunk: int = 500) -> Iterator[Sample]:
-    """All samples of a corpus in id order, read in chunks so exports stay flat in memory."""
+    """The accepted samples of a corpus in id order, read in chunks so exports stay flat in memory."""
     cursor: str | None = None
     while True:
         page = list_samples(session, corpus_id, limit=chunk, cursor=cursor, label=label)
@@ -165,15 +188,46 @@ def iter_samples(session: Session, corpus_id: str, label: str | None, chunk: int
         cursor = page.next_cursor
 
 
-def existing_sample_indexes(session: Session, generation_id: str, indexes: Iterable[int]) -> set[int]:
-    """Which of ``indexes`` a generation already has (one batch's worth, not the whole generation)."""
-    stmt = select(Sample.index).where(Sample.generation_id == generation_id, Sample.index.in_(list(indexes)))
-    return set(session.scalars(stmt))
+def accepted_samples(session: Session, corpus_id: str) -> Sequence[Any]:
+    """(generation_id, label, index, text) of every accepted sample of a corpus, in id order."""
+    stmt = (
+        select(Sample.generation_id, Sample.label, Sample.index, Sample.text)
+        .where(Sample.corpus_id == corpus_id, Sample.status == ACCEPTED)
+        .order_by(Sample.id)
+    )
+    return session.execute(stmt).all()
 
 
-def count_samples(session: Session, generation_id: str) -> int:
-    return session.scalar(select(func.count()).select_from(Sample).where(Sample.generation_id == generation_id)) or 0
+def generation_tallies(session: Session, generation_id: str) -> dict[str, tuple[int, int, int]]:
+    """Per label: accepted count, rejected count, and the next candidate index to draw."""
+    accepted = func.sum(case((Sample.status == ACCEPTED, 1), else_=0))
+    stmt = (
+        select(Sample.label, accepted, func.count(), func.max(Sample.index))
+        .where(Sample.generation_id == generation_id)
+        .group_by(Sample.label)
+    )
+    return {label: (int(ok or 0), total - int(ok or 0), top + 1) for label, ok, total, top in session.execute(stmt)}
+
+
+def generation_reject_counts(session: Session, generation_id: str) -> dict[str, int]:
+    """Rejected candidates of a generation by reason."""
+    stmt = (
+        select(Sample.reject_reason, func.count())
+        .where(Sample.generation_id == generation_id, Sample.status != ACCEPTED)
+        .group_by(Sample.reject_reason)
+    )
+    return {reason: count for reason, count in session.execute(stmt)}
+
+
+def existing_sample_keys(session: Session, generation_id: str, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Which (label, index) pairs of one chunk a generation already has."""
+    keys = list(keys)
+    stmt = select(Sample.label, Sample.index).where(
+        Sample.generation_id == generation_id, Sample.index.in_({index for _, index in keys})
+    )
+    return {(label, index) for label, index in session.execute(stmt)} & set(keys)
 
 
 def sample_texts(session: Session, corpus_id: str, label: str) -> Sequence[str]:
-    return session.scalars(select(Sample.text).where(Sample.corpus_id == corpus_id, Sample.label == label)).all()
+    stmt = select(Sample.text).where(Sample.corpus_id == corpus_id, Sample.label == label, Sample.status == ACCEPTED)
+    return session.scalars(stmt).all()

@@ -1,18 +1,28 @@
-"""Generation requests: which adapter, which label, which sampling parameters, which corpus."""
+"""Generations: which adapter, which labels and counts, how to sample and filter, which corpus.
+
+A generation draws candidates per label in chunks until ``counts[label]`` are accepted or the
+candidate budget runs out. Every candidate is stored with its verdict; the corpus is the accepted ones.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Collection, Iterable, Mapping
 
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
-from app.db.models import Corpus, Generation
+from app.db.base import utcnow
+from app.db.models import Adapter, Corpus, FinetuneJob, Generation, Sample
 from app.db.session import enqueue_after_commit
+from app.domain.post_filters import Verdict
+from app.domain.sampling import FilterSettings, FinishReason, SamplerName, SamplingParams
 from app.errors import InvalidInput, NotFound
 from app.services import adapters, corpora, prompt_sets
 
 TASK_NAME = "generation.run"
+MAX_TOTAL = 100_000
 
 
 def create(
@@ -20,30 +30,43 @@ def create(
     tenant_id: str,
     *,
     adapter_id: str,
-    label: str,
-    n: int,
-    params: dict[str, Any],
+    counts: Mapping[str, int],
+    params: SamplingParams,
+    filters: FilterSettings,
+    sampler: SamplerName,
+    available_samplers: Collection[SamplerName],
+    batch_size: int | None,
     corpus_id: str | None,
 ) -> Generation:
-    """A queued generation appending to ``corpus_id`` (or to a new corpus)."""
+    """A queued generation appending to ``corpus_id`` (or to a new corpus of the adapter's data set)."""
+    if sampler not in available_samplers:
+        raise InvalidInput(
+            f"the '{sampler}' sampler is not configured on this server (available: "
+            f"{', '.join(sorted(available_samplers))}); for vllm set SYNTHAUG_VLLM_BASE_URL"
+        )
     adapter = adapters.get(session, tenant_id, adapter_id)
     prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, adapter.prompt_set_id))
-    if label not in prompt_set.labels:
+    unknown = sorted(set(counts) - set(prompt_set.labels))
+    if unknown:
         known = ", ".join(sorted(prompt_set.labels))
-        raise InvalidInput(f"label '{label}' is not one the adapter was trained on (known: {known})")
-    if corpus_id is None:
-        corpus = Corpus(tenant_id=tenant_id, name=f"synthetic from {adapter.id}")
-        session.add(corpus)
-        session.flush()
-    else:
-        corpus = corpora.get(session, tenant_id, corpus_id)
+        raise InvalidInput(f"label '{unknown[0]}' is not one the adapter was trained on (known: {known})")
+    if sum(counts.values()) > MAX_TOTAL:
+        raise InvalidInput(f"at most {MAX_TOTAL} samples per generation; asked for {sum(counts.values())}")
+    dataset_id = session.get(FinetuneJob, adapter.job_id).dataset_id
+    corpus = _target_corpus(session, tenant_id, corpus_id, adapter, dataset_id)
     generation = Generation(
         tenant_id=tenant_id,
         adapter_id=adapter.id,
         corpus_id=corpus.id,
-        label=label,
-        n=n,
-        params=params,
+        label=next(iter(counts)) if len(counts) == 1 else None,
+        counts=dict(counts),
+        n=sum(counts.values()),
+        params=params.model_dump(),
+        filters=filters.model_dump(),
+        sampler=sampler.value,
+        batch_size=batch_size,
+        progress={label: {"accepted": 0, "rejected": 0} for label in counts},
+        rejected={},
     )
     session.add(generation)
     session.flush()
@@ -51,8 +74,130 @@ def create(
     return generation
 
 
+def _target_corpus(
+    session: Session, tenant_id: str, corpus_id: str | None, adapter: Adapter, dataset_id: str
+) -> Corpus:
+    # A corpus holds samples of adapters trained on one data set, so "its real train split" (for
+    # filters, reports and augmented exports) is one well-defined set of participants.
+    if corpus_id is None:
+        corpus = Corpus(tenant_id=tenant_id, dataset_id=dataset_id, name=f"synthetic from {adapter.id}")
+        session.add(corpus)
+        session.flush()
+        return corpus
+    corpus = corpora.get(session, tenant_id, corpus_id)
+    if corpus.dataset_id is None:
+        corpus.dataset_id = dataset_id
+    elif corpus.dataset_id != dataset_id:
+        raise InvalidInput(
+            f"corpus '{corpus.id}' holds samples of adapters trained on dataset '{corpus.dataset_id}'; adapter "
+            f"'{adapter.id}' was trained on '{dataset_id}'. Generate into a new corpus instead."
+        )
+    return corpus
+
+
 def get(session: Session, tenant_id: str, generation_id: str) -> Generation:
     generation = repo.get_owned(session, Generation, tenant_id, generation_id)
     if generation is None:
         raise NotFound(f"generation '{generation_id}' not found")
     return generation
+
+
+# the worker's side
+
+@dataclass
+class LabelTally:
+    """Where one label of a generation stands: wanted, accepted, rejected, next candidate index, budget."""
+
+    wanted: int
+    accepted: int
+    rejected: int
+    next_index: int
+    budget: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.wanted - self.accepted)
+
+    @property
+    def open(self) -> bool:
+        return self.remaining > 0 and self.next_index < self.budget
+
+
+def tallies(session: Session, generation: Generation) -> dict[str, LabelTally]:
+    """The per-label state of a generation, read from its stored samples (the source of truth)."""
+    stored = repo.generation_tallies(session, generation.id)
+    factor = FilterSettings.model_validate(generation.filters).candidate_budget
+    result = {}
+    for label, wanted in generation.counts.items():
+        accepted, rejected, next_index = stored.get(label, (0, 0, 0))
+        result[label] = LabelTally(wanted, accepted, rejected, next_index, math.ceil(wanted * factor))
+    return result
+
+
+def plan_chunk(state: Mapping[str, LabelTally], chunk_size: int) -> list[tuple[str, int]]:
+    """The (label, index) candidates to draw next: for each open label, about as many as it still
+    needs at its acceptance rate so far, within its budget, all of them within ``chunk_size``.
+
+    A function of the stored state only, so a resumed generation draws what an uninterrupted one would.
+    """
+    wants: dict[str, int] = {}
+    for label in sorted(state):
+        tally = state[label]
+        if not tally.open:
+            continue
+        drawn = tally.accepted + tally.rejected
+        rate = max(tally.accepted / drawn, 0.1) if drawn else 1.0
+        wants[label] = min(math.ceil(tally.remaining / rate), tally.budget - tally.next_index)
+    total = sum(wants.values())
+    if total > chunk_size:
+        wants = {label: max(1, want * chunk_size // total) for label, want in wants.items()}
+    return [(label, state[label].next_index + i) for label, want in wants.items() for i in range(want)]
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One judged candidate, ready to store."""
+
+    label: str
+    index: int
+    text: str
+    finish_reason: FinishReason
+    verdict: Verdict
+    provenance: dict[str, Any]
+
+
+def record_chunk(session: Session, generation: Generation, drawn: Iterable[Drawn]) -> list[Sample]:
+    """Store a chunk's candidates (those already stored are skipped) and update the counts."""
+    drawn = list(drawn)
+    have = repo.existing_sample_keys(session, generation.id, ((d.label, d.index) for d in drawn))
+    rows = [
+        Sample(
+            corpus_id=generation.corpus_id, generation_id=generation.id, index=d.index, label=d.label, text=d.text,
+            status="accepted" if d.verdict.accepted else "rejected",
+            reject_reason=None if d.verdict.accepted else d.verdict.reason.value,
+            finish_reason=d.finish_reason.value, checks=d.verdict.checks, provenance=d.provenance,
+        )
+        for d in drawn
+        if (d.label, d.index) not in have
+    ]
+    session.add_all(rows)
+    session.flush()
+    refresh_counts(session, generation)
+    return rows
+
+
+def refresh_counts(session: Session, generation: Generation) -> None:
+    """done, candidates, per-label progress and rejections by reason, from the stored samples."""
+    state = tallies(session, generation)
+    generation.done = sum(t.accepted for t in state.values())
+    generation.candidates = sum(t.accepted + t.rejected for t in state.values())
+    generation.progress = {label: {"accepted": t.accepted, "rejected": t.rejected} for label, t in state.items()}
+    generation.rejected = repo.generation_reject_counts(session, generation.id)
+    generation.heartbeat_at = utcnow()
+
+
+def finish(generation: Generation, status: str, error: str | None = None) -> None:
+    """Close a generation; a succeeded one that fell short of its counts says so."""
+    generation.status, generation.finished_at, generation.error = status, utcnow(), error
+    if status == "succeeded":
+        generation.budget_exhausted = generation.done < generation.n

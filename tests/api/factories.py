@@ -17,11 +17,12 @@ from app.db import repositories as repo
 from app.db.models import Adapter, Checkpoint, Corpus, Dataset, FinetuneJob, Generation, Sample
 from app.db.session import Database
 from app.domain.prompts import default_prompt_set
+from app.domain.sampling import FilterSettings, SamplingParams
 from app.services import finetune_jobs, prompt_sets
 from tests.conftest import EXAMPLE_CSV
 
 ANIMALS = ["cat", "dog", "owl", "fox", "elk", "yak", "emu", "bat", "ant", "eel"]
-DEFAULT_PARAMS = {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "max_tokens": 200, "seed": 0, "batch_size": 8}
+DEFAULT_PARAMS = SamplingParams().model_dump()
 
 # A valid custom prompt set body for POST /prompt-sets.
 CUSTOM_PROMPT_SET = {
@@ -157,17 +158,22 @@ def write_adapter_files(directory: Path) -> Path:
     return directory
 
 
-def insert_adapter(db: Database, tenant_id: str, directory: Path, *, prompt_set_id: str = "ps_default") -> str:
-    """A succeeded job on a stub dataset and the adapter it registered at ``directory``."""
+def insert_adapter(
+    db: Database, tenant_id: str, directory: Path, *, prompt_set_id: str = "ps_default", dataset_id: str | None = None
+) -> str:
+    """A succeeded job on ``dataset_id`` (default: an empty stub dataset) and the adapter it registered
+    at ``directory``."""
     with db.transaction() as session:
         prompt_sets.ensure_default(session)
-        dataset = Dataset(
-            tenant_id=tenant_id, name="stub", filename="stub.csv", column_mapping={}, report={}, record_count=0
-        )
-        session.add(dataset)
-        session.flush()
+        if dataset_id is None:
+            dataset = Dataset(
+                tenant_id=tenant_id, name="stub", filename="stub.csv", column_mapping={}, report={}, record_count=0
+            )
+            session.add(dataset)
+            session.flush()
+            dataset_id = dataset.id
         job = FinetuneJob(
-            tenant_id=tenant_id, dataset_id=dataset.id, prompt_set_id=prompt_set_id,
+            tenant_id=tenant_id, dataset_id=dataset_id, prompt_set_id=prompt_set_id,
             base_model="smollm2-135m-instruct", method="qlora", hyperparameters={}, status="succeeded",
         )
         session.add(job)
@@ -181,34 +187,40 @@ def insert_adapter(db: Database, tenant_id: str, directory: Path, *, prompt_set_
         return adapter.id
 
 
-def insert_corpus(db: Database, tenant_id: str, name: str = "corpus") -> str:
+def insert_corpus(db: Database, tenant_id: str, name: str = "corpus", dataset_id: str | None = None) -> str:
     with db.transaction() as session:
-        corpus = Corpus(tenant_id=tenant_id, name=name)
+        corpus = Corpus(tenant_id=tenant_id, name=name, dataset_id=dataset_id)
         session.add(corpus)
         session.flush()
         return corpus.id
 
 
 def insert_generation(
-    db: Database, tenant_id: str, adapter_id: str, corpus_id: str, label: str, texts: list[str]
+    db: Database, tenant_id: str, adapter_id: str, corpus_id: str, label: str, texts: list[str],
+    rejected: list[tuple[str, str]] = (),
 ) -> str:
-    """A succeeded generation and its samples, with provenance shaped as the worker writes it."""
+    """A succeeded generation, its accepted samples and its rejected (text, reason) candidates after
+    them, with provenance shaped as the worker writes it."""
     messages = default_prompt_set().inference_messages(label)
     with db.transaction() as session:
         generation = Generation(
-            tenant_id=tenant_id, adapter_id=adapter_id, corpus_id=corpus_id, label=label, n=len(texts),
-            done=len(texts), params=DEFAULT_PARAMS, status="succeeded",
+            tenant_id=tenant_id, adapter_id=adapter_id, corpus_id=corpus_id, label=label,
+            counts={label: len(texts)}, n=len(texts), done=len(texts), candidates=len(texts) + len(rejected),
+            params=DEFAULT_PARAMS, filters=FilterSettings().model_dump(), sampler="hf", status="succeeded",
+            progress={label: {"accepted": len(texts), "rejected": len(rejected)}}, rejected={},
         )
         session.add(generation)
         session.flush()
         provenance = {
-            "adapter_id": adapter_id, "base_model": "smollm2-135m-instruct", "method": "qlora",
-            "prompt_set_id": "ps_default", "prompt": messages, "params": DEFAULT_PARAMS,
-            "seed": DEFAULT_PARAMS["seed"], "backend": "hf",
+            "generation_id": generation.id, "adapter_id": adapter_id, "base_model": "smollm2-135m-instruct",
+            "method": "qlora", "prompt_set_id": "ps_default", "prompt": messages, "params": DEFAULT_PARAMS,
+            "seed": DEFAULT_PARAMS["seed"], "sampler": "hf", "label": label,
         }
+        candidates = [(text, None) for text in texts] + list(rejected)
         session.add_all(
             Sample(corpus_id=corpus_id, generation_id=generation.id, index=i, label=label, text=text,
-                   provenance={**provenance, "index": i})
-            for i, text in enumerate(texts)
+                   status="rejected" if reason else "accepted", reject_reason=reason, finish_reason="stop",
+                   checks={"words": len(text.split())}, provenance={**provenance, "index": i, "sample_seed": 1000 + i})
+            for i, (text, reason) in enumerate(candidates)
         )
         return generation.id

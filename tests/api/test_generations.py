@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.factories import insert_corpus
+from app.db.models import Adapter, FinetuneJob
+from tests.api.factories import insert_adapter, insert_corpus, write_adapter_files
 
 
 def generate(client, auth, adapter_id: str, **body):
@@ -21,8 +22,12 @@ class TestGenerate:
             "queued", 12, 0, "impaired",
         )
         assert generation["params"] == {
-            "temperature": 0.7, "top_p": 0.9, "top_k": 0, "max_tokens": 200, "seed": 42, "batch_size": 8,
+            "temperature": 0.7, "top_p": 0.9, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0,
+            "max_tokens": 256, "stop": [], "seed": 42,
         }
+        assert (generation["counts"], generation["sampler"], generation["batch_size"]) == ({"impaired": 12}, "hf", None)
+        assert generation["filters"]["memorization_ngram"] == 8 and not generation["filters"]["keep_truncated"]
+        assert (generation["candidates"], generation["rejected"], generation["budget_exhausted"]) == (0, {}, False)
         assert queue.sent == [("generation.run", generation["id"])]
 
     def test_new_corpus_when_none_given(self, client, auth, adapter_id):
@@ -40,7 +45,45 @@ class TestGenerate:
         assert [c["id"] for c in client.get("/corpora", headers=auth).json()["data"]] == [corpus_id]
 
 
+    def test_several_labels_in_one_generation(self, client, auth, adapter_id):
+        response = client.post("/generate", headers=auth, json={
+            "adapter_id": adapter_id, "counts": {"control": 3, "impaired": 5}, "sampler": "hf", "batch_size": 4,
+        })
+        assert response.status_code == 202, response.text
+        generation = response.json()
+        assert (generation["label"], generation["n"], generation["counts"]) == (None, 8, {"control": 3, "impaired": 5})
+        assert generation["progress"] == {"control": {"accepted": 0, "rejected": 0},
+                                          "impaired": {"accepted": 0, "rejected": 0}}
+        assert generation["batch_size"] == 4
+
+    def test_new_corpus_belongs_to_the_adapters_dataset(self, client, auth, db, adapter_id):
+        corpus_id = generate(client, auth, adapter_id).json()["corpus_id"]
+        dataset_id = client.get(f"/corpora/{corpus_id}", headers=auth).json()["dataset_id"]
+        with db.transaction() as session:
+            assert dataset_id == session.get(FinetuneJob, session.get(Adapter, adapter_id).job_id).dataset_id
+
+
 class TestGenerateInvalid:
+    def test_a_corpus_of_another_dataset_is_422(self, client, auth, db, tenant_id, adapter_id, tmp_path, queue):
+        other = insert_adapter(db, tenant_id, write_adapter_files(tmp_path / "other"))
+        corpus_id = generate(client, auth, other).json()["corpus_id"]
+        queue.sent.clear()
+        response = generate(client, auth, adapter_id, corpus_id=corpus_id)
+        assert response.status_code == 422
+        assert "Generate into a new corpus" in response.json()["detail"] and adapter_id in response.json()["detail"]
+        assert queue.sent == []
+
+    def test_an_unknown_label_in_counts_is_422(self, client, auth, adapter_id):
+        response = client.post("/generate", headers=auth,
+                               json={"adapter_id": adapter_id, "counts": {"control": 1, "mci": 2}})
+        assert response.status_code == 422 and "'mci'" in response.json()["detail"]
+
+    def test_vllm_without_a_server_is_422(self, client, auth, adapter_id, queue):
+        response = generate(client, auth, adapter_id, sampler="vllm")
+        assert response.status_code == 422
+        assert "SYNTHAUG_VLLM_BASE_URL" in response.json()["detail"]
+        assert queue.sent == []
+
     def test_unknown_label_is_422_and_creates_nothing(self, client, auth, adapter_id, queue):
         response = generate(client, auth, adapter_id, label="mci")
         assert response.status_code == 422
@@ -52,8 +95,13 @@ class TestGenerateInvalid:
     @pytest.mark.parametrize(
         ("change", "field"),
         [({"n": 0}, "n"), ({"top_p": 1.5}, "top_p"), ({"temperature": 0}, "temperature"),
-         ({"max_tokens": 0}, "max_tokens"), ({"top_k": -1}, "top_k"), ({"label": None}, "label")],
-        ids=["n_0", "top_p_1.5", "temperature_0", "max_tokens_0", "top_k_negative", "label_missing"],
+         ({"max_tokens": 0}, "max_tokens"), ({"top_k": -1}, "top_k"), ({"label": None}, "give label and n"),
+         ({"min_p": 1.0}, "body.min_p"), ({"repetition_penalty": 0.5}, "body.repetition_penalty"),
+         ({"stop": [""]}, "body.stop"), ({"bogus": 1}, "body.bogus"), ({"counts": {"control": 2}}, "not both"),
+         ({"filters": {"min_words": -1}}, "body.filters.min_words"), ({"sampler": "gpt"}, "body.sampler")],
+        ids=["n_0", "top_p_1.5", "temperature_0", "max_tokens_0", "top_k_negative", "label_missing", "min_p_1",
+             "penalty_below_1", "empty_stop", "unknown_field", "counts_and_label", "negative_min_words",
+             "unknown_sampler"],
     )
     def test_bad_sampling_parameters_are_422(self, client, auth, adapter_id, queue, change, field):
         body = {"adapter_id": adapter_id, "label": "control", "n": 4, **change}
@@ -61,7 +109,7 @@ class TestGenerateInvalid:
         response = client.post("/generate", headers=auth, json=body)
         assert response.status_code == 422
         assert response.json()["error"] == "InvalidInput"
-        assert f"body.{field}" in response.json()["detail"]
+        assert field in response.json()["detail"]
         assert queue.sent == []
 
     def test_other_tenants_adapter_is_404(self, client, other_auth, adapter_id, queue):

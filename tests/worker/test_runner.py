@@ -15,8 +15,10 @@ from worker.runner import run_finetune, run_generation
 
 pytestmark = pytest.mark.slow
 
-TINY = {"lora_r": 4, "lora_alpha": 8, "max_steps": 2, "batch_size": 2, "max_seq_length": 96, "num_epochs": 1}
+TINY = {"lora_r": 4, "lora_alpha": 8, "max_steps": 2, "batch_size": 2, "max_seq_length": 256, "num_epochs": 1}
 SAMPLING = {"n": 3, "temperature": 0.9, "top_p": 0.95, "top_k": 40, "max_tokens": 24, "seed": 5, "batch_size": 2}
+# Filters that keep whatever a two-step adapter writes, to test the plumbing rather than the model.
+KEEP_ALL = {"keep_truncated": True, "min_words": 0, "degenerate": False, "memorization_ngram": None, "dedupe": False}
 
 
 def upload(stack) -> str:
@@ -98,20 +100,56 @@ class TestFinetune:
 
 class TestGenerate:
     def test_samples_with_provenance_and_same_seed_same_texts(self, stack, trained):
-        first = generate(stack, trained["adapter_id"], "impaired")
+        first = generate(stack, trained["adapter_id"], "impaired", filters=KEEP_ALL)
         assert first["status"] == "succeeded", first["error"]
-        assert first["done"] == 3
+        assert (first["done"], first["candidates"], first["rejected"]) == (3, 3, {})
+        assert first["chunk_size"] == 2 and not first["budget_exhausted"]
         samples = get(stack, f"/corpora/{first['corpus_id']}/samples")["data"]
         assert [s["provenance"]["index"] for s in samples] == [0, 1, 2]
+        assert all(s["finish_reason"] in ("stop", "length") and s["status"] == "accepted" for s in samples)
         assert all(s["provenance"]["adapter_id"] == trained["adapter_id"] for s in samples)
+        assert all(s["provenance"]["sampler"] == "hf" and s["provenance"]["tokens"] > 0 for s in samples)
         assert samples[0]["provenance"]["prompt"][0]["role"] == "system"
-        second = generate(stack, trained["adapter_id"], "impaired")
+        assert len({s["provenance"]["sample_seed"] for s in samples}) == 3
+        assert {"words", "longest_repeat", "real_overlap"} <= set(samples[0]["checks"])
+        second = generate(stack, trained["adapter_id"], "impaired", filters=KEEP_ALL)
         assert texts(stack, second["corpus_id"]) == texts(stack, first["corpus_id"])
-        other_seed = generate(stack, trained["adapter_id"], "impaired", seed=6)
+        other_seed = generate(stack, trained["adapter_id"], "impaired", filters=KEEP_ALL, seed=6)
         assert texts(stack, other_seed["corpus_id"]) != texts(stack, first["corpus_id"])
 
+    def test_rejected_samples_are_replaced_until_the_budget_runs_out(self, stack, trained):
+        # Every sample is cut at 4 tokens, so every one is rejected as truncated.
+        gen = generate(stack, trained["adapter_id"], "control", max_tokens=4,
+                       filters={"candidate_budget": 2.0, "min_words": 0})
+        assert gen["status"] == "succeeded", gen["error"]
+        assert (gen["done"], gen["candidates"], gen["rejected"]) == (0, 6, {"truncated": 6})
+        assert gen["budget_exhausted"] and gen["progress"] == {"control": {"accepted": 0, "rejected": 6}}
+        rejected = get(stack, f"/corpora/{gen['corpus_id']}/samples?status=rejected")["data"]
+        assert [(s["index"], s["reject_reason"], s["finish_reason"]) for s in rejected] == [
+            (i, "truncated", "length") for i in range(6)
+        ]
+        assert get(stack, f"/corpora/{gen['corpus_id']}/samples")["data"] == []
+        corpus = get(stack, f"/corpora/{gen['corpus_id']}")
+        assert corpus["counts"] == {} and corpus["rejected"] == {"control": {"truncated": 6}}
+
+    def test_several_labels_in_one_generation(self, stack, trained):
+        r = stack.client.post("/generate", headers=stack.headers, json={
+            "adapter_id": trained["adapter_id"], "counts": {"control": 2, "impaired": 3}, "filters": KEEP_ALL,
+            **{k: v for k, v in SAMPLING.items() if k not in ("n", "batch_size")}, "batch_size": 8,
+        })
+        assert r.status_code == 202, r.text
+        assert stack.runner.join(timeout=600)
+        gen = get(stack, f"/generations/{r.json()['id']}")
+        assert gen["status"] == "succeeded" and gen["done"] == 5
+        assert get(stack, f"/corpora/{gen['corpus_id']}")["counts"] == {"control": 2, "impaired": 3}
+        assert gen["chunk_size"] == 8 and gen["candidates"] == 5  # both labels drawn in one chunk
+        samples = get(stack, f"/corpora/{gen['corpus_id']}/samples")["data"]
+        assert sorted((s["label"], s["index"]) for s in samples) == [
+            ("control", 0), ("control", 1), ("impaired", 0), ("impaired", 1), ("impaired", 2)
+        ]
+
     def test_resume_after_a_crash_completes_without_duplicates(self, stack, trained):
-        gen = generate(stack, trained["adapter_id"], "control")
+        gen = generate(stack, trained["adapter_id"], "control", filters=KEEP_ALL)
         before = texts(stack, gen["corpus_id"])
         with stack.db.transaction() as s:
             s.execute(delete(Sample).where(Sample.generation_id == gen["id"], Sample.index >= 2))
@@ -121,6 +159,33 @@ class TestGenerate:
         run_generation(stack.ctx, gen["id"])
         assert texts(stack, gen["corpus_id"]) == before
         assert get(stack, f"/generations/{gen['id']}")["status"] == "succeeded"
+
+
+class TestExampleLengths:
+    def insert_job(self, stack, trained, **hyperparameters) -> str:
+        with stack.db.transaction() as s:
+            job = s.get(FinetuneJob, trained["id"])
+            queued = FinetuneJob(**{c: getattr(job, c) for c in ("tenant_id", "dataset_id", "prompt_set_id",
+                                    "base_model", "method", "seed")},
+                                 hyperparameters={**job.hyperparameters, **hyperparameters})
+            s.add(queued)
+            s.flush()
+            return queued.id
+
+    def test_the_worker_refuses_too_long_examples_the_api_could_not_count(self, stack, trained):
+        job_id = self.insert_job(stack, trained, max_seq_length=100)
+        run_finetune(stack.ctx, job_id)
+        job = get(stack, f"/finetune-jobs/{job_id}")
+        assert job["status"] == "failed" and job["step"] == 0
+        assert "longer than max_seq_length 100" in job["error"] and "allow_truncation" in job["error"]
+
+    def test_allowed_truncation_is_a_warning_event(self, stack, trained):
+        job_id = self.insert_job(stack, trained, max_seq_length=100, allow_truncation=True, max_steps=1)
+        run_finetune(stack.ctx, job_id)
+        assert get(stack, f"/finetune-jobs/{job_id}")["status"] == "succeeded"
+        warnings = [e for e in get(stack, f"/finetune-jobs/{job_id}/events")["data"] if e["kind"] == "warning"]
+        assert len(warnings) == 1 and "cut at max_seq_length 100" in warnings[0]["message"]
+        assert warnings[0]["data"]["too_long"] > 0
 
 
 class TestCancel:
