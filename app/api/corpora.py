@@ -5,6 +5,7 @@ from typing import Annotated, Iterator
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from app.api import streams
 from app.db.session import Database
 from app.deps import DatabaseDep, PageDep, SessionDep, TenantDep
 from app.schemas.common import ListOf
@@ -12,6 +13,9 @@ from app.schemas.corpora import CorpusDetail, CorpusPublic, SamplePublic
 from app.services import corpora
 
 router = APIRouter(prefix="/corpora", tags=["corpora"])
+
+_EXPORT_TYPES = {"id": "int64", "record_id": "int64", "index": "int64", "seed": "int64", "sample_seed": "int64",
+                 "synthetic": "bool"}
 
 
 @router.get("", response_model=ListOf[CorpusPublic])
@@ -31,28 +35,45 @@ def list_samples(
     tenant_id: TenantDep,
     page: PageDep,
     label: Annotated[str | None, Query()] = None,
+    status: Annotated[str, Query(description="accepted (the corpus), rejected (and why), or all")] = "accepted",
 ):
-    return corpora.samples(session, tenant_id, corpus_id, limit=page.limit, cursor=page.cursor, label=label)
+    return corpora.samples(
+        session, tenant_id, corpus_id, limit=page.limit, cursor=page.cursor, label=label, status=status
+    )
 
 
-@router.get("/{corpus_id}/export", response_class=StreamingResponse)
+@router.get(
+    "/{corpus_id}/export",
+    response_class=StreamingResponse,
+    description="The accepted samples, streamed. `include_real=train` prepends the real train split of the "
+    "corpus's data set (the augmented training set, with a `synthetic` column); other splits are refused.",
+)
 def export_corpus(
     corpus_id: str,
     db: DatabaseDep,
     session: SessionDep,
     tenant_id: TenantDep,
-    format: Annotated[str, Query(description="jsonl or csv")] = "jsonl",
+    format: Annotated[str, Query(description="jsonl, csv or parquet")] = "jsonl",
     label: Annotated[str | None, Query()] = None,
+    include_real: Annotated[str | None, Query(description="train: add the real train split")] = None,
 ):
-    corpora.check_export(session, tenant_id, corpus_id, format)
+    corpora.check_export(session, tenant_id, corpus_id, format, include_real)
+    name = f"{corpus_id}{'-augmented' if include_real else ''}.{format}"
     return StreamingResponse(
-        _export(db, corpus_id, format, label),
+        _export(db, corpus_id, format, label, include_real),
         media_type=corpora.EXPORT_FORMATS[format],
-        headers={"Content-Disposition": f'attachment; filename="{corpus_id}.{format}"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
-def _export(db: Database, corpus_id: str, fmt: str, label: str | None) -> Iterator[str]:
+def _export(db: Database, corpus_id: str, fmt: str, label: str | None, include_real: str | None) -> Iterator[str | bytes]:
     # Its own session: the stream outlives the request's transaction.
     with db.transaction() as session:
-        yield from corpora.export(session, corpus_id, fmt, label)
+        rows = corpora.export_rows(session, corpus_id, label, include_real)
+        if fmt == "jsonl":
+            yield from streams.jsonl(rows)
+        elif fmt == "csv":
+            columns = [c for c in corpora.EXPORT_COLUMNS if c != "provenance"]
+            yield from streams.csv_text(rows, columns)
+        else:
+            yield from streams.parquet(rows, corpora.EXPORT_COLUMNS, _EXPORT_TYPES)

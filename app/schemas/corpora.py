@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.schemas.common import ORMModel
 
@@ -11,11 +11,13 @@ from app.schemas.common import ORMModel
 class CorpusPublic(ORMModel):
     id: str
     name: str
+    dataset_id: str | None = Field(description="The real data set whose train split the corpus's adapters learned.")
     created_at: datetime
 
 
 class CorpusDetail(CorpusPublic):
-    counts: dict[str, int]
+    counts: dict[str, int] = Field(description="Accepted samples per label.")
+    rejected: dict[str, dict[str, int]] = Field(description="Rejected candidates per label and reason.")
     quality: dict[str, Any]
 
 
@@ -25,4 +27,8 @@ class SamplePublic(BaseModel):
     text: str
     generation_id: str
     index: int
+    status: str = Field(description="accepted (in the corpus) or rejected.")
+    reject_reason: str | None
+    finish_reason: str | None = Field(description="stop (ended on its own) or length (cut at max_tokens).")
+    checks: dict[str, Any] = Field(description="The post-filters' measurements.")
     provenance: dict[str, Any]

@@ -1,22 +1,30 @@
-"""Corpora: metadata, label counts, paginated samples and streamed exports."""
+"""Corpora: metadata, label counts, paginated samples and streamed exports.
+
+An export holds the accepted samples; with ``include_real=train`` it is the augmented training set:
+the real train split of the corpus's data set, then the synthetic samples, one row shape for both.
+Validation and test records never leave this way: they are for judging classifiers on held-out speakers.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from typing import Any, Iterator
 
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
-from app.db.models import Corpus, Sample
+from app.db.models import Corpus, Record, Sample
 from app.db.pagination import Page
 from app.domain.markers import summarise
 from app.errors import InvalidInput, NotFound
 
-EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
-_CSV_COLUMNS = ("id", "label", "text", "generation_id", "index", "adapter_id", "base_model", "seed", "params")
+EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+REAL_SPLITS_EXPORTABLE = ("train",)
+SAMPLE_STATUSES = ("accepted", "rejected", "all")
+# One row shape for real and synthetic rows; JSONL rows also carry the full provenance.
+EXPORT_COLUMNS = (
+    "id", "synthetic", "label", "text", "participant_id", "record_id", "generation_id", "index",
+    "finish_reason", "adapter_id", "base_model", "sampler", "seed", "sample_seed", "params", "provenance",
+)
 
 
 def get(session: Session, tenant_id: str, corpus_id: str) -> Corpus:
@@ -31,30 +39,47 @@ def list_for(session: Session, tenant_id: str, *, limit: int, cursor: str | None
 
 
 def detail(session: Session, tenant_id: str, corpus_id: str) -> dict[str, Any]:
-    """Metadata, sample counts per label and the quality report."""
+    """Metadata, accepted samples per label, rejected candidates per label and reason, and quality."""
     corpus = get(session, tenant_id, corpus_id)
     return {
         "id": corpus.id,
         "name": corpus.name,
+        "dataset_id": corpus.dataset_id,
         "created_at": corpus.created_at,
         "counts": label_counts(session, corpus.id),
+        "rejected": repo.corpus_reject_counts(session, corpus.id),
         "quality": quality(session, corpus.id),
     }
 
 
 def samples(
-    session: Session, tenant_id: str, corpus_id: str, *, limit: int, cursor: str | None, label: str | None
+    session: Session, tenant_id: str, corpus_id: str, *, limit: int, cursor: str | None, label: str | None,
+    status: str = "accepted",
 ) -> dict[str, Any]:
     get(session, tenant_id, corpus_id)
-    page = repo.list_samples(session, corpus_id, limit=limit, cursor=cursor, label=label)
+    if status not in SAMPLE_STATUSES:
+        raise InvalidInput(f"status '{status}' is not one of: {', '.join(SAMPLE_STATUSES)}")
+    page = repo.list_samples(
+        session, corpus_id, limit=limit, cursor=cursor, label=label, status=None if status == "all" else status
+    )
     return {"data": [sample_to_dict(s) for s in page.data], "next_cursor": page.next_cursor}
 
 
-def check_export(session: Session, tenant_id: str, corpus_id: str, fmt: str) -> None:
-    """Refuse an unknown corpus or format before the stream starts."""
-    get(session, tenant_id, corpus_id)
+def check_export(session: Session, tenant_id: str, corpus_id: str, fmt: str, include_real: str | None) -> None:
+    """Refuse an unknown corpus, format or real split before the stream starts."""
+    corpus = get(session, tenant_id, corpus_id)
     if fmt not in EXPORT_FORMATS:
         raise InvalidInput(f"export format '{fmt}' is not supported; use one of: {', '.join(EXPORT_FORMATS)}")
+    if include_real is None:
+        return
+    if include_real not in REAL_SPLITS_EXPORTABLE:
+        raise InvalidInput(
+            f"include_real='{include_real}' is refused: only the train split can be exported with synthetic "
+            "samples. Validation and test participants are held out to evaluate classifiers on real speakers; "
+            "putting them in an augmented training set would leak them."
+        )
+    if corpus.dataset_id is None:
+        raise InvalidInput(f"corpus '{corpus_id}' has no samples yet, so it has no real data set to add")
 
 
 def label_counts(session: Session, corpus_id: str) -> dict[str, int]:
@@ -62,7 +87,7 @@ def label_counts(session: Session, corpus_id: str) -> dict[str, int]:
 
 
 def quality(session: Session, corpus_id: str) -> dict[str, Any]:
-    """Per-label linguistic markers of the synthetic texts."""
+    """Per-label linguistic markers of the accepted synthetic texts."""
     return {
         label: summarise(repo.sample_texts(session, corpus_id, label))
         for label in sorted(label_counts(session, corpus_id))
@@ -76,33 +101,38 @@ def sample_to_dict(sample: Sample) -> dict[str, Any]:
         "text": sample.text,
         "generation_id": sample.generation_id,
         "index": sample.index,
+        "status": sample.status,
+        "reject_reason": sample.reject_reason,
+        "finish_reason": sample.finish_reason,
+        "checks": sample.checks,
         "provenance": sample.provenance,
     }
 
 
-def export(session: Session, corpus_id: str, fmt: str, label: str | None) -> Iterator[str]:
-    """The corpus in ``fmt``, produced chunk by chunk."""
-    rows = repo.iter_samples(session, corpus_id, label)
-    return _jsonl(rows) if fmt == "jsonl" else _csv(rows)
+def export_rows(session: Session, corpus_id: str, label: str | None, include_real: str | None) -> Iterator[dict[str, Any]]:
+    """Export rows: the real records of ``include_real`` (if asked), then the accepted samples."""
+    if include_real is not None:
+        corpus = session.get(Corpus, corpus_id)
+        for record in repo.records_for_split(session, corpus.dataset_id, include_real):
+            if label is None or record.label == label:
+                yield _real_row(record)
+    for sample in repo.iter_samples(session, corpus_id, label):
+        yield _synthetic_row(sample)
 
 
-def _jsonl(samples: Iterator[Sample]) -> Iterator[str]:
-    for sample in samples:
-        yield json.dumps(sample_to_dict(sample), ensure_ascii=False) + "\n"
+def _real_row(record: Record) -> dict[str, Any]:
+    row = dict.fromkeys(EXPORT_COLUMNS)
+    row.update(synthetic=False, label=record.label, text=record.text, participant_id=record.participant_id,
+               record_id=record.id)
+    return row
 
 
-def _csv(samples: Iterator[Sample]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(_CSV_COLUMNS)
-    for sample in samples:
-        p = sample.provenance
-        writer.writerow(
-            (sample.id, sample.label, sample.text, sample.generation_id, sample.index,
-             p.get("adapter_id"), p.get("base_model"), p.get("seed"), json.dumps(p.get("params", {})))
-        )
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    if buffer.getvalue():
-        yield buffer.getvalue()
+def _synthetic_row(sample: Sample) -> dict[str, Any]:
+    p = sample.provenance
+    return {
+        "id": sample.id, "synthetic": True, "label": sample.label, "text": sample.text, "participant_id": None,
+        "record_id": None, "generation_id": sample.generation_id, "index": sample.index,
+        "finish_reason": sample.finish_reason, "adapter_id": p.get("adapter_id"), "base_model": p.get("base_model"),
+        "sampler": p.get("sampler", "hf"), "seed": p.get("seed"), "sample_seed": p.get("sample_seed"),
+        "params": p.get("params", {}), "provenance": p,
+    }

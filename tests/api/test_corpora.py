@@ -8,7 +8,10 @@ import json
 
 import pytest
 
-from tests.api.factories import DEFAULT_PARAMS, insert_corpus, insert_generation
+from tests.api.factories import (
+    DEFAULT_PARAMS, balanced_rows, csv_bytes, insert_adapter, insert_corpus, insert_generation, upload,
+    write_adapter_files,
+)
 
 CONTROL_TEXTS = [
     "The boy is taking cookies from the jar while the stool tips over.",
@@ -111,7 +114,7 @@ class TestSamples:
 
 
 class TestExport:
-    def test_jsonl_has_every_sample_with_provenance(self, client, auth, corpus_id, adapter_id):
+    def test_jsonl_has_every_accepted_sample_with_provenance(self, client, auth, corpus_id, adapter_id):
         response = export(client, auth, corpus_id, format="jsonl")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/x-ndjson")
@@ -121,6 +124,8 @@ class TestExport:
             [("control", t) for t in CONTROL_TEXTS] + [("impaired", t) for t in IMPAIRED_TEXTS]
         )
         for row in rows:
+            assert row["synthetic"] is True and row["participant_id"] is None
+            assert row["finish_reason"] == "stop"
             provenance = row["provenance"]
             assert provenance["adapter_id"] == adapter_id
             assert provenance["base_model"] == "smollm2-135m-instruct"
@@ -128,46 +133,130 @@ class TestExport:
             assert [m["role"] for m in provenance["prompt"]] == ["system", "user"]
         assert len({r["generation_id"] for r in rows}) == 2
 
-    def test_csv_has_every_sample_with_provenance(self, client, auth, corpus_id, adapter_id):
+    def test_csv_has_every_accepted_sample_with_provenance(self, client, auth, corpus_id, adapter_id):
         response = export(client, auth, corpus_id, format="csv")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/csv")
         reader = csv.DictReader(io.StringIO(response.text, newline=""))
         assert reader.fieldnames == [
-            "id", "label", "text", "generation_id", "index", "adapter_id", "base_model", "seed", "params",
+            "id", "synthetic", "label", "text", "participant_id", "record_id", "generation_id", "index",
+            "finish_reason", "adapter_id", "base_model", "sampler", "seed", "sample_seed", "params",
         ]
         rows = list(reader)
         assert [r["text"] for r in rows] == CONTROL_TEXTS + IMPAIRED_TEXTS
         assert [r["index"] for r in rows] == ["0", "1", "2", "0", "1"]
         for row in rows:
             assert (row["adapter_id"], row["base_model"], row["seed"]) == (adapter_id, "smollm2-135m-instruct", "0")
+            assert (row["synthetic"], row["participant_id"], row["sampler"]) == ("True", "", "hf")
             assert json.loads(row["params"]) == DEFAULT_PARAMS
+
+    def test_parquet_has_the_same_rows(self, client, auth, corpus_id):
+        import pyarrow.parquet as pq
+
+        response = export(client, auth, corpus_id, format="parquet")
+        assert response.status_code == 200
+        assert response.headers["content-disposition"] == f'attachment; filename="{corpus_id}.parquet"'
+        table = pq.read_table(io.BytesIO(response.content))
+        assert table.column("text").to_pylist() == CONTROL_TEXTS + IMPAIRED_TEXTS
+        assert table.column("synthetic").to_pylist() == [True] * 5
+        assert table.column("index").to_pylist() == [0, 1, 2, 0, 1]
+        assert json.loads(table.column("params").to_pylist()[0]) == DEFAULT_PARAMS
+        assert json.loads(table.column("provenance").to_pylist()[0])["prompt"][0]["role"] == "system"
 
     @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
     def test_label_filter(self, client, auth, corpus_id, fmt):
         rows = exported_rows(export(client, auth, corpus_id, format=fmt, label="impaired"), fmt)
         assert [(r["label"], r["text"]) for r in rows] == [("impaired", t) for t in IMPAIRED_TEXTS]
 
-    def test_large_corpus_streams_every_sample_once(self, client, auth, db, tenant_id, adapter_id):
+    @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+    def test_large_corpus_streams_every_sample_once(self, client, auth, db, tenant_id, adapter_id, fmt):
+        import pyarrow.parquet as pq
+
         corpus_id = insert_corpus(db, tenant_id)
         texts = [f"sample number {i}" for i in range(1205)]
         insert_generation(db, tenant_id, adapter_id, corpus_id, "control", texts)
-        rows = exported_rows(export(client, auth, corpus_id), "jsonl")
-        assert [r["text"] for r in rows] == texts
+        response = export(client, auth, corpus_id, format=fmt)
+        if fmt == "parquet":
+            assert pq.read_table(io.BytesIO(response.content)).column("text").to_pylist() == texts
+        else:
+            assert [r["text"] for r in exported_rows(response, "jsonl")] == texts
+
+    def test_rejected_candidates_are_never_exported(self, client, auth, db, tenant_id, adapter_id):
+        corpus_id = insert_corpus(db, tenant_id)
+        insert_generation(db, tenant_id, adapter_id, corpus_id, "control", ["kept one"],
+                          rejected=[("the the the the the", "degenerate"), ("cut mid", "truncated")])
+        assert [r["text"] for r in exported_rows(export(client, auth, corpus_id), "jsonl")] == ["kept one"]
 
     def test_empty_csv_has_the_header(self, client, auth, db, tenant_id):
         corpus_id = insert_corpus(db, tenant_id)
         assert export(client, auth, corpus_id, format="csv").text.splitlines() == [
-            "id,label,text,generation_id,index,adapter_id,base_model,seed,params"
+            "id,synthetic,label,text,participant_id,record_id,generation_id,index,finish_reason,adapter_id,"
+            "base_model,sampler,seed,sample_seed,params"
         ]
 
     def test_unknown_format_is_422(self, client, auth, corpus_id):
         response = export(client, auth, corpus_id, format="xml")
         assert response.status_code == 422
         assert response.json()["error"] == "InvalidInput"
-        assert "'xml'" in response.json()["detail"] and "jsonl, csv" in response.json()["detail"]
+        assert "'xml'" in response.json()["detail"] and "jsonl, csv, parquet" in response.json()["detail"]
 
     def test_other_tenant_is_404(self, client, other_auth, corpus_id):
         response = export(client, other_auth, corpus_id, format="csv")
         assert response.status_code == 404
         assert response.json()["error"] == "NotFound"
+
+
+@pytest.fixture
+def augmentable(client, auth, db, tenant_id, tmp_path) -> dict:
+    """A data set with train, validation and test participants, an adapter trained on it, and a corpus."""
+    rows = balanced_rows(6, splits=["train", "validation", "test"])
+    response = upload(client, auth, csv_bytes(rows, header=("id", "text", "label", "split")), "splits.csv")
+    assert response.status_code == 201, response.text
+    dataset_id = response.json()["id"]
+    adapter_id = insert_adapter(db, tenant_id, write_adapter_files(tmp_path / "ad"), dataset_id=dataset_id)
+    corpus_id = insert_corpus(db, tenant_id, dataset_id=dataset_id)
+    insert_generation(db, tenant_id, adapter_id, corpus_id, "impaired", IMPAIRED_TEXTS)
+    train = [r for r in rows if r[3] == "train"]
+    return {"corpus_id": corpus_id, "train": train, "held_out": [r for r in rows if r[3] != "train"]}
+
+
+class TestAugmentedExport:
+    @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+    def test_real_train_rows_then_synthetic_rows(self, client, auth, augmentable, fmt):
+        response = export(client, auth, augmentable["corpus_id"], format=fmt, include_real="train")
+        assert response.headers["content-disposition"].endswith(f'-augmented.{fmt}"')
+        rows = exported_rows(response, fmt)
+        real = [r for r in rows if r["synthetic"] in (False, "False")]
+        synthetic = [r for r in rows if r["synthetic"] in (True, "True")]
+        assert rows == real + synthetic
+        labels = {0: "control", 1: "impaired"}
+        assert [(r["participant_id"], r["text"], r["label"]) for r in real] == [
+            (pid, text, labels[label]) for pid, text, label, _ in augmentable["train"]
+        ]
+        assert [r["text"] for r in synthetic] == IMPAIRED_TEXTS
+        assert all(r["participant_id"] in (None, "") for r in synthetic)
+
+    def test_held_out_participants_never_appear(self, client, auth, augmentable):
+        rows = exported_rows(export(client, auth, augmentable["corpus_id"], include_real="train"), "jsonl")
+        exported = {r["participant_id"] for r in rows} | {r["text"] for r in rows}
+        for pid, text, _label, _split in augmentable["held_out"]:
+            assert pid not in exported and text not in exported
+
+    def test_label_filter_applies_to_real_rows_too(self, client, auth, augmentable):
+        rows = exported_rows(
+            export(client, auth, augmentable["corpus_id"], include_real="train", label="control"), "jsonl"
+        )
+        assert rows and {r["label"] for r in rows} == {"control"} and not any(r["synthetic"] for r in rows)
+
+    @pytest.mark.parametrize("split", ["validation", "test", "val", "all"])
+    def test_other_splits_are_refused(self, client, auth, augmentable, split):
+        response = export(client, auth, augmentable["corpus_id"], include_real=split)
+        assert response.status_code == 422
+        assert response.json()["error"] == "InvalidInput"
+        assert f"include_real='{split}'" in response.json()["detail"]
+        assert "only the train split" in response.json()["detail"]
+
+    def test_a_corpus_without_samples_has_no_data_set_to_add(self, client, auth, db, tenant_id):
+        response = export(client, auth, insert_corpus(db, tenant_id), include_real="train")
+        assert response.status_code == 422
+        assert "no real data set" in response.json()["detail"]
