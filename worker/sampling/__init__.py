@@ -6,7 +6,7 @@ from typing import Callable
 
 from app.domain.sampling import SamplerName
 from app.settings import Settings
-from worker.sampling.base import Completion, Sampler, SampleRequest, SampleTarget
+from worker.sampling.base import Completion, Sampler, SampleRequest, SamplerError, SampleTarget
 
 
 def _hf(settings: Settings) -> Sampler:
@@ -33,4 +33,4 @@ def build_sampler(name: str, settings: Settings) -> Sampler:
     return factory(settings)
 
 
-__all__ = ["SAMPLERS", "Completion", "SampleRequest", "SampleTarget", "Sampler", "build_sampler"]
+__all__ = ["SAMPLERS", "Completion", "SampleRequest", "SampleTarget", "Sampler", "SamplerError", "build_sampler"]

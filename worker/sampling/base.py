@@ -9,6 +9,10 @@ from typing import Protocol, Sequence
 from app.domain.sampling import FinishReason, SamplingParams
 
 
+class SamplerError(RuntimeError):
+    """Sampling failed in a way the user can act on (server down, adapter refused, wrong base model)."""
+
+
 @dataclass(frozen=True)
 class SampleTarget:
     """The fine-tuned adapter to sample from: its id, directory, registry base model and trained quantization."""
