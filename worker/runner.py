@@ -208,7 +208,8 @@ class _GenerationRun:
 
 
 def _prepare_generation(ctx: WorkerContext, generation_id: str) -> _GenerationRun | None:
-    """Claim the generation and gather its target, prompts, filter state and chunk size."""
+    """Claim the generation, then build its filter, sampler and chunk size outside the transaction
+    (loading a model or fitting a classifier must not hold the row, or SQLite's write lock)."""
     from worker.sampling.base import SampleTarget
 
     with ctx.db.transaction() as s:
@@ -219,22 +220,27 @@ def _prepare_generation(ctx: WorkerContext, generation_id: str) -> _GenerationRu
         prompt_set = prompt_sets.load(prompt_sets.get(s, gen.tenant_id, adapter.prompt_set_id))
         messages = {label: prompt_set.inference_messages(label) for label in gen.counts}
         params = SamplingParams.model_validate(gen.params)
+        filters = FilterSettings.model_validate(gen.filters)
         dataset_id = s.get(FinetuneJob, adapter.job_id).dataset_id
         real = [RealText(r.id, r.label, r.text) for r in repo.records_for_split(s, dataset_id, "train")]
-        post_filter = PostFilter(
-            FilterSettings.model_validate(gen.filters), real,
-            ((sample_ref(g, label, i), text) for g, label, i, text in repo.accepted_samples(s, gen.corpus_id)),
-        )
-        target = SampleTarget(adapter.id, Path(adapter.path), adapter.base_model, "nf4" if adapter.method == "qlora" else "none")
-        sampler = ctx.sampler(gen.sampler)
-        if gen.chunk_size is None:
-            gen.chunk_size = gen.batch_size or sampler.chunk_size(target, params)
+        accepted = [(sample_ref(g, label, i), text) for g, label, i, text in repo.accepted_samples(s, gen.corpus_id)]
+        target = SampleTarget(adapter.id, Path(adapter.path), adapter.base_model,
+                              "nf4" if adapter.method == "qlora" else "none")
+        chunk_size, sampler_name = gen.chunk_size or gen.batch_size, gen.sampler
         provenance = {
             "generation_id": gen.id, "adapter_id": adapter.id, "base_model": adapter.base_model,
             "method": adapter.method, "prompt_set_id": adapter.prompt_set_id, "params": gen.params,
             "seed": params.seed, "sampler": gen.sampler,
         }
-        return _GenerationRun(gen.id, sampler, target, messages, params, gen.chunk_size, post_filter, provenance)
+    sampler = ctx.sampler(sampler_name)
+    post_filter = PostFilter(filters, real, accepted)
+    if chunk_size is None:
+        chunk_size = sampler.chunk_size(target, params)
+    with ctx.db.transaction() as s:
+        gen = s.get(Generation, generation_id, with_for_update=True)
+        gen.chunk_size = gen.chunk_size or chunk_size
+        chunk_size = gen.chunk_size
+    return _GenerationRun(generation_id, sampler, target, messages, params, chunk_size, post_filter, provenance)
 
 
 def _draw_chunk(ctx: WorkerContext, run: _GenerationRun) -> bool:

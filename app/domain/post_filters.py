@@ -1,8 +1,8 @@
 """Post-filters: which drawn samples a corpus keeps, and why the others were rejected.
 
 A sample is judged against the real train transcripts its adapter learned from (loops longer than any
-real speaker's, word runs copied from a real transcript) and against the samples the corpus already
-accepted (exact and near duplicates). The first failing check is the reason; every measurement is
+real speaker's, word runs copied from a real transcript, a style a classifier of those transcripts
+reads as another label) and against the samples the corpus already accepted (exact and near duplicates). The first failing check is the reason; every measurement is
 kept with the sample either way.
 """
 
@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 from app.domain.degeneration import longest_repeat, repeat_limit
+from app.domain.label_fidelity import TextLabelClassifier
 from app.domain.markers import tokenize
 from app.domain.overlap import LongestMatchIndex, NearDuplicateIndex
 from app.domain.sampling import FilterSettings, FinishReason
@@ -29,6 +30,7 @@ class RejectReason(StrEnum):
     TOO_LONG = "too_long"
     DEGENERATE = "degenerate"
     MEMORIZED = "memorized"
+    LABEL_MISMATCH = "label_mismatch"
     DUPLICATE = "duplicate"
     NEAR_DUPLICATE = "near_duplicate"
 
@@ -70,6 +72,11 @@ class PostFilter:
         for r, (_, t) in zip(real_train, tokens):
             by_label.setdefault(r.label, []).append(t)
         self.repeat_limits: Mapping[str, int] = {label: repeat_limit(ts) for label, ts in by_label.items()}
+        # The consistency check needs real texts of two labels; with fewer there is nothing to tell apart.
+        self._classifier = (
+            TextLabelClassifier([r.text for r in real_train], [r.label for r in real_train])
+            if settings.label_consistency and len(by_label) > 1 else None
+        )
         self._seen: NearDuplicateIndex[str] = NearDuplicateIndex(settings.near_duplicate_jaccard)
         for key, text in accepted:
             self._seen.add(key, tokenize(text))
@@ -87,6 +94,9 @@ class PostFilter:
             "longest_repeat": {"count": run.count, "phrase": " ".join(run.phrase), "real_limit": limit},
             "real_overlap": {"words": real.words, "record_id": real.document},
         }
+        predicted = self._classifier.predict([text])[0] if self._classifier is not None else None
+        if predicted is not None:
+            checks["read_as"] = predicted
         if duplicate is not None:
             checks["duplicate_of"] = {"sample": duplicate.key, "similarity": round(duplicate.similarity, 3)}
         reasons = (
@@ -95,6 +105,7 @@ class PostFilter:
             (RejectReason.TOO_LONG, s.max_words is not None and len(words) > s.max_words),
             (RejectReason.DEGENERATE, s.degenerate and run.count > limit),
             (RejectReason.MEMORIZED, s.memorization_ngram is not None and real.words >= s.memorization_ngram),
+            (RejectReason.LABEL_MISMATCH, predicted is not None and predicted != label),
             (RejectReason.DUPLICATE, duplicate is not None and duplicate.exact),
             (RejectReason.NEAR_DUPLICATE, duplicate is not None and not duplicate.exact),
         )

@@ -67,6 +67,11 @@ class FilterSettings(BaseModel):
         description="Reject a run of one word or phrase repeated more times than anywhere in the real "
         "train transcripts of the label.",
     )
+    label_consistency: bool = Field(
+        True,
+        description="Reject a sample that a classifier trained on the real train split (TF-IDF + logistic "
+        "regression) reads as another label.",
+    )
     memorization_ngram: int | None = Field(
         8, ge=3, le=100,
         description="Reject a sample sharing a run of this many words with a real training transcript (null = off).",

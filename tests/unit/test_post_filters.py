@@ -16,6 +16,7 @@ FRESH = "a young lad climbs up to reach the jar of biscuits as his sibling watch
 
 
 def judge(text: str, label: str = "control", finish=FinishReason.STOP, real=REAL, **settings):
+    settings.setdefault("label_consistency", False)  # tested on its own below, with real texts to learn from
     return PostFilter(FilterSettings(**settings), real).judge(label, text, finish)
 
 
@@ -55,9 +56,38 @@ class TestReasons:
         assert judge("the the the the", finish=FinishReason.LENGTH).reason == RejectReason.TRUNCATED
 
 
+class TestLabelConsistency:
+    REAL_BY_STYLE = [
+        RealText(i, label, text)
+        for i, (label, text) in enumerate(
+            [("impaired", f"uh the um {w} thing uh you know um the stuff") for w in ("boy", "girl", "sink", "jar")]
+            + [("control", f"The {w} is clearly visible on the left of the kitchen scene.") for w in
+               ("boy", "girl", "sink", "jar")]
+        )
+    ]
+
+    def test_a_sample_read_as_the_other_label_is_rejected(self):
+        post_filter = PostFilter(FilterSettings(min_words=0, memorization_ngram=None), self.REAL_BY_STYLE)
+        hesitant = "um the uh cookie thing uh you know the stuff um"
+        fluent = "The cookie jar is clearly visible on the left of the cupboard."
+        verdict = post_filter.judge("control", hesitant, FinishReason.STOP)
+        assert verdict.reason == RejectReason.LABEL_MISMATCH and verdict.checks["read_as"] == "impaired"
+        assert post_filter.judge("impaired", hesitant, FinishReason.STOP).accepted
+        assert post_filter.judge("control", fluent, FinishReason.STOP).accepted
+        assert post_filter.judge("impaired", fluent, FinishReason.STOP).reason == RejectReason.LABEL_MISMATCH
+
+    def test_off_or_with_one_label_only_nothing_is_checked(self):
+        hesitant = "um the uh cookie thing uh you know the stuff um"
+        off = PostFilter(FilterSettings(min_words=0, label_consistency=False), self.REAL_BY_STYLE)
+        assert off.judge("control", hesitant, FinishReason.STOP).accepted
+        one_label = [r for r in self.REAL_BY_STYLE if r.label == "impaired"]
+        verdict = PostFilter(FilterSettings(min_words=0), one_label).judge("control", hesitant, FinishReason.STOP)
+        assert verdict.accepted and "read_as" not in verdict.checks
+
+
 class TestDuplicates:
     def test_exact_and_near_duplicates_of_accepted_samples(self):
-        post_filter = PostFilter(FilterSettings(), REAL, accepted=[("gen_a/control/0", FRESH)])
+        post_filter = PostFilter(FilterSettings(label_consistency=False), REAL, accepted=[("gen_a/control/0", FRESH)])
         exact = post_filter.judge("control", FRESH.upper() + "!", FinishReason.STOP)
         assert exact.reason == RejectReason.DUPLICATE
         assert exact.checks["duplicate_of"] == {"sample": "gen_a/control/0", "similarity": 1.0}
@@ -65,14 +95,14 @@ class TestDuplicates:
         assert near.reason == RejectReason.NEAR_DUPLICATE
 
     def test_judging_remembers_nothing_until_accepted(self):
-        post_filter = PostFilter(FilterSettings(), REAL)
+        post_filter = PostFilter(FilterSettings(label_consistency=False), REAL)
         assert post_filter.judge("control", FRESH, FinishReason.STOP).accepted
         assert post_filter.judge("control", FRESH, FinishReason.STOP).accepted
         post_filter.accept("gen_a/control/1", FRESH)
         assert post_filter.judge("control", FRESH, FinishReason.STOP).reason == RejectReason.DUPLICATE
 
     def test_dedupe_off(self):
-        post_filter = PostFilter(FilterSettings(dedupe=False), REAL)
+        post_filter = PostFilter(FilterSettings(dedupe=False, label_consistency=False), REAL)
         post_filter.accept("k", FRESH)
         assert post_filter.judge("control", FRESH, FinishReason.STOP).accepted
 

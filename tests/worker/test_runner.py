@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 TINY = {"lora_r": 4, "lora_alpha": 8, "max_steps": 2, "batch_size": 2, "max_seq_length": 256, "num_epochs": 1}
 SAMPLING = {"n": 3, "temperature": 0.9, "top_p": 0.95, "top_k": 40, "max_tokens": 24, "seed": 5, "batch_size": 2}
 # Filters that keep whatever a two-step adapter writes, to test the plumbing rather than the model.
-KEEP_ALL = {"keep_truncated": True, "min_words": 0, "degenerate": False, "memorization_ngram": None, "dedupe": False}
+KEEP_ALL = {"keep_truncated": True, "min_words": 0, "degenerate": False, "memorization_ngram": None, "dedupe": False,
+            "label_consistency": False}
 
 
 def upload(stack) -> str:
