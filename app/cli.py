@@ -126,7 +126,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 @cli.command()
 def demo(
-    samples_per_label: int = typer.Option(12, help="Synthetic transcripts per label."),
+    samples_per_label: int = typer.Option(32, help="Synthetic transcripts per label (kept, after the post-filters)."),
     data_dir: str = typer.Option("data/demo", help="Where the demo keeps its SQLite file and artifacts."),
 ) -> None:
     """Run upload → QLoRA fine-tune → generate → corpus on the example data, embedded, on the CPU."""
