@@ -46,6 +46,20 @@ STOP_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 40
 
 
+@dataclass(frozen=True)
+class ServerOptions:
+    """The engine flags this module tunes for a CPU; the defaults are what the service runs with.
+
+    Other values exist for ``bench/vllm_tuning.py``, which measures why the defaults are what they are.
+    """
+
+    max_num_seqs: int = MAX_NUM_SEQS
+    max_model_len: int = MAX_MODEL_LEN
+    # None: max_model_len, the smallest budget vLLM accepts without chunked prefill.
+    max_num_batched_tokens: int | None = None
+    eager: bool = True
+
+
 class VLLMServerError(RuntimeError):
     """The vLLM environment could not be built or the server did not start."""
 
@@ -88,7 +102,10 @@ def ensure_venv(settings: Settings, echo: Callable[[str], None] = print) -> Path
     return python
 
 
-def server_command(settings: Settings, model_dir: Path, served_name: str, *, port: int | None = None) -> list[str]:
+def server_command(
+    settings: Settings, model_dir: Path, served_name: str, *, port: int | None = None,
+    options: ServerOptions = ServerOptions(),
+) -> list[str]:
     """The argv that serves ``model_dir`` as ``served_name`` on loopback, LoRA adapters loadable at run time."""
     return [
         str(venv_python(settings)), "-m", "vllm.entrypoints.openai.api_server",
@@ -102,10 +119,10 @@ def server_command(settings: Settings, model_dir: Path, served_name: str, *, por
         "--max-lora-rank", str(supported_lora_rank(settings.vllm_max_lora_rank)),
         # Adapters registered beyond --max-loras wait in vLLM's CPU LoRA cache instead of being re-read.
         "--max-cpu-loras", str(max(settings.vllm_max_loras, settings.vllm_max_loaded_adapters)),
-        "--max-num-seqs", str(MAX_NUM_SEQS),
-        "--max-model-len", str(MAX_MODEL_LEN),
+        "--max-num-seqs", str(options.max_num_seqs),
+        "--max-model-len", str(options.max_model_len),
         # torch.compile recompiles for every new batch shape on the CPU (minutes each, measured).
-        "--enforce-eager",
+        *(["--enforce-eager"] if options.eager else []),
         # With chunked prefill a partly prefilled request rewinds its seeded generator, which a CPU
         # generator cannot do ("CPU Generator does not use offset"): the engine dies.
         "--no-enable-chunked-prefill",
@@ -113,7 +130,7 @@ def server_command(settings: Settings, model_dir: Path, served_name: str, *, por
         # so one step's prefill costs ~12 ms a token at rank 16 and ~45 ms at rank 64 here; 64 prompts
         # in one step took over 300 s and killed the engine. The smallest budget vLLM allows without
         # chunked prefill (max_model_len) keeps each step to seconds.
-        "--max-num-batched-tokens", str(MAX_MODEL_LEN),
+        "--max-num-batched-tokens", str(options.max_num_batched_tokens or options.max_model_len),
         "--disable-uvicorn-access-log",
     ]
 
@@ -164,6 +181,7 @@ def running_server(
     port: int | None = None,
     startup_timeout_s: float = STARTUP_TIMEOUT_S,
     log_path: Path | None = None,
+    options: ServerOptions = ServerOptions(),
 ) -> Iterator[RunningServer]:
     """Start the server (default: the default base model), wait until healthy, stop it on exit."""
     served_name = served_name or settings.default_base_model
@@ -176,7 +194,7 @@ def running_server(
         raise VLLMServerError(f"port {port} on 127.0.0.1 is already in use; set SYNTHAUG_VLLM_PORT to a free one")
     log_path = log_path or Path(settings.data_dir).resolve() / "logs" / f"vllm-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = server_command(settings, model_dir, served_name, port=port)
+    command = server_command(settings, model_dir, served_name, port=port, options=options)
     with log_path.open("wb") as log:
         # A session of its own: stopping it reaches vLLM's engine and worker processes too.
         process = subprocess.Popen(
