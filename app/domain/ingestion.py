@@ -2,24 +2,37 @@
 
 Rows are numbered by their line in the file, as a text editor or spreadsheet shows them: in a
 CSV the header is line 1, so the first data row is row 2; in JSONL each object's line.
+
+The rules that keep held-out speech out of training (one split per participant, however its id is
+written; no transcript in two splits) live in ``app.domain.splits``.
 """
 
 import csv
 import io
 import json
 import math
-import random
-import re
-from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Literal
 
 from app.domain.markers import count_words
+from app.domain.splits import (
+    SPLITS,
+    assign_splits,
+    check_participants,
+    check_transcripts,
+    find_leaks,
+    participant_key,
+    transcript_key,
+)
+from app.domain.validation_report import Issue, ValidationReport
+
+__all__ = [
+    "LABELS", "SPLITS", "ColumnMapping", "Issue", "Record", "ValidationReport", "find_leaks", "parse_upload",
+    "participant_key", "transcript_key",
+]
 
 LABELS = ("control", "impaired")
-SPLITS = ("train", "validation", "test")
 
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
                  "dev": "validation", "test": "test"}
@@ -67,55 +80,8 @@ class ColumnMapping:
 
 
 @dataclass
-class Issue:
-    """One problem found in an upload; errors block the dataset, warnings don't."""
-
-    level: Literal["error", "warning"]
-    code: str
-    message: str
-    row: int | None = None
-    column: str | None = None
-    participant: str | None = None
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready form."""
-        return asdict(self)
-
-
-@dataclass
-class ValidationReport:
-    """Everything parse_upload found, plus summary statistics."""
-
-    errors: list[Issue] = field(default_factory=list)
-    warnings: list[Issue] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing blocks the upload."""
-        return not self.errors
-
-    def error(self, code: str, message: str, **where) -> None:
-        """Record a blocking problem."""
-        self.errors.append(Issue("error", code, message, **where))
-
-    def warn(self, code: str, message: str, **where) -> None:
-        """Record a non-blocking problem."""
-        self.warnings.append(Issue("warning", code, message, **where))
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready form."""
-        return {
-            "ok": self.ok,
-            "errors": [issue.to_dict() for issue in self.errors],
-            "warnings": [issue.to_dict() for issue in self.warnings],
-            "stats": self.stats,
-        }
-
-
-@dataclass
 class Record:
-    """One validated transcript."""
+    """One validated transcript; participant_id is kept as written (see participant_key)."""
 
     row: int
     participant_id: str
@@ -150,11 +116,11 @@ def parse_upload(
         return [], report
 
     records = [record for row in rows if (record := _to_record(row, names, mapping, report))]
-    _check_participants(records, report)
-    _check_duplicates(records, report)
+    check_participants(records, report)
     report.stats["split_assigned"] = "split" not in names
     if "split" not in names:
-        _assign_splits(records, split_seed, split_ratios)
+        assign_splits(records, split_seed, split_ratios)
+    check_transcripts(records, report)
     _check_labels(records, report)
     report.stats.update(_statistics(records, count_tokens))
     return records, report
@@ -273,7 +239,7 @@ def _to_record(
     who = f" (participant {participant})" if participant else ""
     where = {"row": line, "participant": participant}
     errors = len(report.errors)
-    if participant is None:
+    if participant is None or not participant_key(participant):  # blank but for invisible characters
         report.error("missing_participant", f"line {line}: column '{names['participant']}' is empty",
                      column=names["participant"], **where)
     elif len(participant) > MAX_PARTICIPANT_CHARS:
@@ -311,72 +277,6 @@ def _to_record(
     return Record(line, participant, text, label, split)
 
 
-def _check_participants(records: list[Record], report: ValidationReport) -> None:
-    """One label and one split per participant: real test speech must never reach training."""
-    by_participant: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
-        by_participant[record.participant_id].append(record)
-    for participant, rows in by_participant.items():
-        first = rows[0]
-        other = next((r for r in rows if r.label != first.label), None)
-        if other:
-            report.error(
-                "label_conflict",
-                f"participant {participant} is labelled '{first.label}' on line {first.row} "
-                f"and '{other.label}' on line {other.row}; a participant has one label",
-                row=other.row, participant=participant,
-            )
-        other = next((r for r in rows if r.split != first.split), None)
-        if other:
-            report.error(
-                "participant_in_two_splits",
-                f"participant {participant} is in '{first.split}' on line {first.row} and in "
-                f"'{other.split}' on line {other.row}; keep each participant in one split",
-                row=other.row, participant=participant,
-            )
-
-
-def _check_duplicates(records: list[Record], report: ValidationReport) -> None:
-    by_text: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
-        by_text[" ".join(re.findall(r"\w+", record.text.lower()))].append(record)
-    for rows in by_text.values():
-        if len(rows) > 1:
-            lines = ", ".join(str(r.row) for r in rows)
-            report.warn("duplicate_text", f"lines {lines} have the same text", row=rows[1].row,
-                        participant=rows[1].participant_id)
-
-
-def _assign_splits(records: list[Record], seed: int, ratios: tuple[float, float, float]) -> None:
-    """Split by participant, stratified by label, so no participant straddles two splits."""
-    rng = random.Random(seed)
-    label_of = {r.participant_id: r.label for r in records}
-    split_of: dict[str, str] = {}
-    for label in LABELS:
-        # Sorted first so the result depends on the seed, not on the file's row order.
-        participants = sorted(p for p, l in label_of.items() if l == label)
-        rng.shuffle(participants)
-        n_validation, n_test = _held_out_counts(len(participants), ratios)
-        for i, participant in enumerate(participants):
-            split_of[participant] = ("validation" if i < n_validation
-                                     else "test" if i < n_validation + n_test else "train")
-    for record in records:
-        record.split = split_of[record.participant_id]
-
-
-def _held_out_counts(n: int, ratios: tuple[float, float, float]) -> tuple[int, int]:
-    """Validation and test sizes; with 3+ participants each gets one and train keeps one."""
-    validation, test = (int(n * ratio + 0.5) for ratio in ratios[1:])
-    if n >= 3:
-        validation, test = max(1, validation), max(1, test)
-        while validation + test > n - 1:
-            if validation >= test:
-                validation -= 1
-            else:
-                test -= 1
-    return validation, test
-
-
 def _check_labels(records: list[Record], report: ValidationReport) -> None:
     if not records:
         return
@@ -410,7 +310,7 @@ def _summary(values: list[int], with_p95: bool = False) -> dict | None:
 def _statistics(records: list[Record], count_tokens: Callable[[str], int] | None) -> dict:
     stats = {
         "records": len(records),
-        "participants": len({r.participant_id for r in records}),
+        "participants": len({participant_key(r.participant_id) for r in records}),
         "labels": {label: sum(r.label == label for r in records) for label in LABELS},
         "splits": {split: sum(r.split == split for r in records) for split in SPLITS},
         "label_splits": {

@@ -7,7 +7,7 @@ Validation and test records never leave this way: they are for judging classifie
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -15,6 +15,7 @@ from app.db import repositories as repo
 from app.db.models import Corpus, Record, Sample
 from app.db.pagination import Page
 from app.domain.markers import summarise
+from app.domain.splits import SPLITS, find_leaks
 from app.errors import InvalidInput, NotFound
 
 EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
@@ -65,21 +66,36 @@ def samples(
     return {"data": [sample_to_dict(s) for s in page.data], "next_cursor": page.next_cursor}
 
 
-def check_export(session: Session, tenant_id: str, corpus_id: str, fmt: str, include_real: str | None) -> None:
-    """Refuse an unknown corpus, format or real split before the stream starts."""
+def check_export(
+    session: Session, tenant_id: str, corpus_id: str, fmt: str, include_real: Sequence[str]
+) -> None:
+    """Refuse an unknown corpus, format or real split before the stream starts.
+
+    ``include_real`` is every value the query gave: only one, exactly 'train', is accepted, and only for
+    a data set whose held-out speakers and transcripts are not also in its train split.
+    """
     corpus = get(session, tenant_id, corpus_id)
     if fmt not in EXPORT_FORMATS:
         raise InvalidInput(f"export format '{fmt}' is not supported; use one of: {', '.join(EXPORT_FORMATS)}")
-    if include_real is None:
+    if not include_real:
         return
-    if include_real not in REAL_SPLITS_EXPORTABLE:
+    if len(include_real) > 1 or include_real[0] not in REAL_SPLITS_EXPORTABLE:
+        given = ", ".join(f"'{value}'" for value in include_real)
         raise InvalidInput(
-            f"include_real='{include_real}' is refused: only the train split can be exported with synthetic "
-            "samples. Validation and test participants are held out to evaluate classifiers on real speakers; "
-            "putting them in an augmented training set would leak them."
+            f"include_real={given} is refused: only the train split can be exported with synthetic samples, "
+            "asked for once as include_real=train. Validation and test participants are held out to evaluate "
+            "classifiers on real speakers; putting them in an augmented training set would leak them."
         )
     if corpus.dataset_id is None:
         raise InvalidInput(f"corpus '{corpus_id}' has no samples yet, so it has no real data set to add")
+    train, *held_out = (repo.records_for_split(session, corpus.dataset_id, split) for split in SPLITS)
+    leaks = find_leaks(train, [record for records in held_out for record in records])
+    if leaks:
+        raise InvalidInput(
+            f"the real train split of data set '{corpus.dataset_id}' cannot be exported: {leaks[0].message}. "
+            f"It was stored before uploads were checked for this ({len(leaks)} problem(s)); upload a corrected file",
+            extra={"errors": [issue.to_dict() for issue in leaks]},
+        )
 
 
 def label_counts(session: Session, corpus_id: str) -> dict[str, int]:
@@ -109,11 +125,11 @@ def sample_to_dict(sample: Sample) -> dict[str, Any]:
     }
 
 
-def export_rows(session: Session, corpus_id: str, label: str | None, include_real: str | None) -> Iterator[dict[str, Any]]:
-    """Export rows: the real records of ``include_real`` (if asked), then the accepted samples."""
-    if include_real is not None:
+def export_rows(session: Session, corpus_id: str, label: str | None, include_real: bool) -> Iterator[dict[str, Any]]:
+    """Export rows: the real train records (if asked, after check_export), then the accepted samples."""
+    if include_real:
         corpus = session.get(Corpus, corpus_id)
-        for record in repo.records_for_split(session, corpus.dataset_id, include_real):
+        for record in repo.records_for_split(session, corpus.dataset_id, "train"):
             if label is None or record.label == label:
                 yield _real_row(record)
     for sample in repo.iter_samples(session, corpus_id, label):

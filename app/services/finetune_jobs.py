@@ -17,6 +17,7 @@ from app.db.pagination import Page
 from app.db.session import Database, enqueue_after_commit
 from app.domain.base_models import UnknownBaseModel, resolve_base_model
 from app.domain.hyperparameters import Hyperparameters
+from app.domain.splits import SPLITS, SplitRecord, find_leaks
 from app.errors import Conflict, InvalidInput, JobStateError, NotFound, UnknownModel
 from app.services import datasets, prompt_sets
 from app.services.token_counts import ModelTokenizer
@@ -57,9 +58,10 @@ def create(
     dataset = datasets.get(session, tenant_id, dataset_id)
     prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, prompt_set_id))
     _check_labels(session, dataset.id, set(prompt_set.labels))
+    # Built even without a tokenizer: it refuses a data set whose held-out speakers reach train.
+    train, validation = training_examples(session, tenant_id, dataset.id, prompt_set_id, seed)
     tokenizer = tokenizer_of(base_model)
     if tokenizer is not None:
-        train, validation = training_examples(session, tenant_id, dataset.id, prompt_set_id, seed)
         check = measure_lengths(tokenizer.example_length, train + validation, hyperparameters.max_seq_length)
         if check.too_long and not hyperparameters.allow_truncation:
             raise InvalidInput(check.refusal(), extra={"too_long": check.too_long, "needed": check.longest})
@@ -182,12 +184,39 @@ def training_examples(
     Only the train split ever reaches a trainer's gradient; validation examples measure its loss.
     """
     prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, prompt_set_id))
+    train, validation, test = (repo.records_for_split(session, dataset_id, split) for split in SPLITS)
+    check_training_records(train, validation, test)
     rng = random.Random(seed)
-    train, validation = (
-        [prompt_set.training_messages(r.label, r.text, rng) for r in repo.records_for_split(session, dataset_id, split)]
-        for split in ("train", "validation")
+    return (
+        [prompt_set.training_messages(r.label, r.text, rng) for r in train],
+        [prompt_set.training_messages(r.label, r.text, rng) for r in validation],
     )
-    return train, validation
+
+
+def check_training_records(
+    train: Sequence[SplitRecord], validation: Sequence[SplitRecord], test: Sequence[SplitRecord]
+) -> None:
+    """Refuse (InvalidInput) to hand a trainer anything but train records for its gradient and validation
+    records for its eval loss, or train records whose speaker or transcript is also held out.
+
+    The second catches data sets stored before uploads compared participant ids and transcripts the
+    way ``find_leaks`` does ('P01' in train, 'p01' in test).
+    """
+    for split, records in (("train", train), ("validation", validation)):
+        stray = next((r for r in records if r.split != split), None)
+        if stray is not None:
+            raise InvalidInput(
+                f"refusing to train: a '{stray.split}' record (line {stray.row}, participant {stray.participant_id}) "
+                f"was selected as a {split} example; the trainer only receives train records to learn from and "
+                "validation records to measure, never test records"
+            )
+    leaks = find_leaks(train, [*validation, *test])
+    if leaks:
+        raise InvalidInput(
+            f"refusing to train on this data set: {leaks[0].message}. It was stored before uploads were checked "
+            f"for this ({len(leaks)} problem(s)); upload a corrected file",
+            extra={"errors": [issue.to_dict() for issue in leaks]},
+        )
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,89 @@ class TestUploadErrors:
         assert {w["code"] for w in response.json()["report"]["warnings"]} == {"short_text", "token_stats_unavailable"}
 
 
+def leak_rows(*extra: list) -> list[list]:
+    """Six distinct train rows (S000..S005), then ``extra``."""
+    return balanced_rows(3, splits=["train"]) + list(extra)
+
+
+def as_upload(rows: list[list], fmt: str) -> tuple[str, bytes]:
+    if fmt == "csv":
+        return "leak.csv", csv_bytes(rows, SPLIT_HEADER)
+    return "leak.jsonl", jsonl_bytes([dict(zip(SPLIT_HEADER, row)) for row in rows])
+
+
+FULL_WIDTH_P01 = "\uff30\uff10\uff11"
+# (case, rows, code, participant of the flagged row, message fragments naming both rows). The rows under
+# test follow six train rows: {0} and {1} are their lines (CSV lines 8, 9; JSONL lines 7, 8); the second
+# is the flagged one.
+LEAKS = [
+    ("participant_lower_case_in_test",
+     leak_rows(["P01", make_text(40), 0, "train"], [" p01", make_text(41), 0, "test"]),
+     "participant_in_two_splits", "p01",
+     ["participant P01 is in 'train' on line {0} and in 'test' on line {1}", "written 'p01' there"]),
+    ("participant_full_width_in_validation",
+     leak_rows(["P01", make_text(40), 0, "train"], [FULL_WIDTH_P01, make_text(41), 0, "validation"]),
+     "participant_in_two_splits", FULL_WIDTH_P01,
+     ["participant P01 is in 'train' on line {0} and in 'validation' on line {1}",
+      f"written '{FULL_WIDTH_P01}' there"]),
+    ("participant_spellings_with_two_labels",
+     leak_rows(["P01", make_text(40), 0, "train"], ["p01 ", make_text(41), 1, "train"]),
+     "label_conflict", "p01",
+     ["participant P01 is labelled 'control' on line {0} and 'impaired' on line {1}", "written 'p01' there"]),
+    ("same_transcript_in_test",
+     leak_rows(["T00", make_text(40), 0, "train"], ["T01", make_text(40).upper() + "  ", 0, "test"]),
+     "text_in_two_splits", "T01", ["line {0} (participant T00, 'train') and line {1} (participant T01, 'test')"]),
+]
+
+
+class TestLeakageRefused:
+    @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+    @pytest.mark.parametrize(
+        ("rows", "code", "participant", "fragments"), [case[1:] for case in LEAKS], ids=[case[0] for case in LEAKS]
+    )
+    def test_refused_with_both_rows_named_and_nothing_stored(
+        self, client, auth, fmt, rows, code, participant, fragments
+    ):
+        filename, body = as_upload(rows, fmt)
+        response = upload(client, auth, body, filename)
+        assert response.status_code == 422, response.text
+        payload = response.json()
+        assert payload["error"] == "DatasetInvalid"
+        issues = [issue for issue in payload["report"]["errors"] if issue["code"] == code]
+        assert len(issues) == 1, payload["report"]["errors"]
+        lines = (8, 9) if fmt == "csv" else (7, 8)
+        assert (issues[0]["row"], issues[0]["participant"]) == (lines[1], participant)
+        for fragment in fragments:
+            assert fragment.format(*lines) in issues[0]["message"], issues[0]["message"]
+        assert_nothing_stored(client, auth)
+
+
+class TestLeakageAllowed:
+    def test_ids_are_stored_as_written_and_spellings_share_a_split(self, client, auth):
+        rows = [[f"S{i:02d}", make_text(i), i % 2] for i in range(20)]
+        rows += [["P01", make_text(40), 0], ["\uff50\uff10\uff11", make_text(41), 0], [" p01", make_text(42), 0]]
+        response = upload(client, auth, csv_bytes(rows), split_seed=5)
+        assert response.status_code == 201, response.text
+        report = response.json()["report"]
+        assert report["stats"]["participants"] == 21
+        assert {w["code"] for w in report["warnings"]} >= {"participant_spelling"}
+        records = all_records(client, auth, response.json()["id"])
+        spellings = [r for r in records if r["row"] >= 22]
+        assert [r["participant_id"] for r in spellings] == ["P01", "\uff50\uff10\uff11", "p01"]
+        assert len({r["split"] for r in spellings}) == 1
+
+    @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+    def test_a_short_phrase_in_two_splits_is_a_warning(self, client, auth, fmt):
+        rows = leak_rows(["T01", "I don't know.", 0, "test"], ["T02", "i don't KNOW", 1, "train"])
+        filename, body = as_upload(rows, fmt)
+        response = upload(client, auth, body, filename)
+        assert response.status_code == 201, response.text
+        duplicates = [w for w in response.json()["report"]["warnings"] if w["code"] == "duplicate_text"]
+        assert len(duplicates) == 1
+        assert "participants T01, T02" in duplicates[0]["message"]
+        assert "splits 'test', 'train'" in duplicates[0]["message"]
+
+
 class TestTokenStats:
     def test_token_lengths_under_the_base_models_tokenizer_once_prepared(self, client, auth, settings, cache_dir):
         from worker.models import materialize_base_model

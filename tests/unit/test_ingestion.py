@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from app.domain.ingestion import LABELS, SPLITS, ColumnMapping, Issue, parse_upload
+from app.domain.ingestion import (
+    LABELS,
+    SPLITS,
+    ColumnMapping,
+    Issue,
+    parse_upload,
+)
 from app.domain.markers import filler_rate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "adress_illustrative.csv"
@@ -253,6 +259,132 @@ class TestParticipantErrors:
         rows = [[f"S{i}", make_text(i), i % 2, "test" if i % 2 else "train"] for i in range(8)]
         _, report = parse(make_csv(rows, header=("id", "text", "label", "split")))
         assert "'impaired'" in only_error(report, "missing_label").message
+
+
+SPLIT_HEADER = ("id", "text", "label", "split")
+# The same participant as "P01", written another way: case, full width, a zero-width space, a
+# non-breaking or ideographic space around it.
+OTHER_SPELLINGS = ["p01", " p01", "\uff30\uff10\uff11", "\u200bP01", "P01\u00a0", "\u3000p01"]
+
+
+def train_rows() -> list[list]:
+    """Twenty distinct train rows (S000..S019, both labels); the rows under test come after them."""
+    return [row + ["train"] for row in balanced_rows()]
+
+
+class TestParticipantSpellingsInTwoSplits:
+    @pytest.mark.parametrize("spelling", OTHER_SPELLINGS)
+    def test_csv_refused_naming_both_rows_and_spellings(self, spelling):
+        rows = train_rows() + [["P01", make_text(40), 0, "train"], [spelling, make_text(41), 0, "test"]]
+        _, report = parse(make_csv(rows, header=SPLIT_HEADER))
+        issue = only_error(report, "participant_in_two_splits")
+        written = spelling.strip()  # a cell loses its surrounding whitespace, as it always did
+        assert (issue.row, issue.participant) == (23, written)
+        assert issue.message.startswith("participant P01 is in 'train' on line 22 and in 'test' on line 23")
+        assert (f"written {written!r} there" in issue.message) == (written != "P01")
+
+    def test_jsonl_refused(self):
+        objects = [{"id": f"S{i}", "text": make_text(i), "label": i % 2, "split": "train"} for i in range(6)]
+        objects += [{"id": "P01", "text": make_text(40), "label": 0, "split": "validation"},
+                    {"id": " \uff50\uff10\uff11", "text": make_text(41), "label": 0, "split": "train"}]
+        _, report = parse(make_jsonl(objects), "upload.jsonl")
+        issue = only_error(report, "participant_in_two_splits")
+        assert (issue.row, issue.participant) == (8, "\uff50\uff10\uff11")
+        assert "'validation' on line 7" in issue.message and "'train' on line 8" in issue.message
+
+    def test_ids_stay_as_written_and_count_once(self):
+        rows = train_rows() + [["P01", make_text(40), 0, "train"], ["p01", make_text(41), 0, "train"]]
+        records, report = parse(make_csv(rows, header=SPLIT_HEADER))
+        assert report.ok, report.errors
+        assert [r.participant_id for r in records[-2:]] == ["P01", "p01"]
+        assert report.stats["participants"] == 21
+        issue = only_warning(report, "participant_spelling")
+        assert (issue.row, issue.participant) == (23, "p01")
+        assert "line 22" in issue.message and "'p01' on line 23" in issue.message
+
+    def test_an_id_of_invisible_characters_is_missing(self):
+        rows = balanced_rows()
+        rows[3][0] = "\u200b\ufeff"
+        _, report = parse(make_csv(rows))
+        assert only_error(report, "missing_participant").row == 5
+
+
+class TestParticipantSpellingsWithTwoLabels:
+    def test_refused_naming_both_rows_and_spellings(self):
+        rows = balanced_rows() + [["P01", make_text(40), 0], ["\uff50\uff10\uff11", make_text(41), 1]]
+        _, report = parse(make_csv(rows))
+        issue = only_error(report, "label_conflict")
+        assert (issue.row, issue.participant) == (23, "\uff50\uff10\uff11")
+        assert "'control' on line 22" in issue.message and "'impaired' on line 23" in issue.message
+        assert "written '\uff50\uff10\uff11' there" in issue.message
+
+
+class TestParticipantSpellingsInAssignedSplits:
+    def test_spellings_of_one_participant_land_in_one_split(self):
+        spellings = ["P01", "p01", "\uff30\uff10\uff11", "P01\u00a0"]
+        rows = [[f"S{i:02d}", make_text(i), i % 2] for i in range(30)]
+        rows += [[spelling, make_text(50 + i), 0] for i, spelling in enumerate(spellings)]
+        for seed in range(30):
+            records, report = parse(make_csv(rows), split_seed=seed)
+            assert not report.errors, report.errors
+            assert len({r.split for r in records[-4:]}) == 1, seed
+        assert report.stats["participants"] == 31
+
+
+class TestTranscriptInTwoSplits:
+    def test_refused_naming_both_rows_and_participants(self):
+        rows = train_rows()
+        copy = "  " + make_text(3).upper().replace(" ", "  ").rstrip(".") + "!"
+        rows.append(["T01", copy, 1, "test"])
+        _, report = parse(make_csv(rows, header=SPLIT_HEADER))
+        issue = only_error(report, "text_in_two_splits")
+        assert (issue.row, issue.participant) == (22, "T01")
+        assert issue.message.startswith(
+            "line 5 (participant S003, 'train') and line 22 (participant T01, 'test') have the same text"
+        )
+        assert [w.code for w in report.warnings] == []
+
+    def test_full_width_copy_is_the_same_text(self):
+        rows = train_rows()
+        full_width = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in make_text(5))
+        rows.append(["V01", full_width, 1, "validation"])
+        _, report = parse(make_csv(rows, header=SPLIT_HEADER))
+        assert only_error(report, "text_in_two_splits").row == 22
+
+    def test_jsonl_refused(self):
+        objects = [{"id": f"S{i}", "text": make_text(i), "label": i % 2, "split": "train"} for i in range(6)]
+        objects.append({"id": "T01", "text": make_text(2), "label": 0, "split": "test"})
+        _, report = parse(make_jsonl(objects), "upload.jsonl")
+        issue = only_error(report, "text_in_two_splits")
+        assert issue.message.startswith("line 3 (participant S2, 'train') and line 7")
+
+    def test_a_short_phrase_in_two_splits_is_a_warning(self):
+        rows = train_rows() + [["T01", "I don't know what else.", 0, "test"],
+                               ["T02", "i DON'T know what else", 1, "train"]]
+        _, report = parse(make_csv(rows, header=SPLIT_HEADER))
+        assert report.ok, report.errors
+        issue = only_warning(report, "duplicate_text")
+        assert issue.row == 23 and "lines 22, 23" in issue.message
+        assert "participants T01, T02" in issue.message and "splits 'test', 'train'" in issue.message
+
+    def test_assigned_splits_keep_participants_sharing_a_transcript_together(self):
+        rows = [[f"S{i:02d}", make_text(i), i % 2] for i in range(30)]
+        rows += [["X01", make_text(7).lower(), 1], ["X02", make_text(7), 1], ["X03", "The " + make_text(7), 1]]
+        for seed in range(30):
+            records, report = parse(make_csv(rows), split_seed=seed)
+            assert report.ok, report.errors
+            split_of = {r.participant_id: r.split for r in records}
+            assert split_of["S07"] == split_of["X01"] == split_of["X02"], seed
+
+
+class TestTranscriptSharedInOneSplit:
+    def test_two_participants_one_text_is_a_warning_naming_both(self):
+        rows = train_rows() + [["T01", make_text(4) + "  ", 0, "train"]]
+        _, report = parse(make_csv(rows, header=SPLIT_HEADER))
+        assert report.ok, report.errors
+        issue = only_warning(report, "duplicate_text")
+        assert (issue.row, issue.participant) == (22, "T01")
+        assert issue.message == "lines 6, 22 have the same text (participants S004, T01)"
 
 
 class TestWarnings:
