@@ -38,6 +38,10 @@ class TextLabelClassifier:
     def predict(self, texts: Sequence[str]) -> list[str]:
         return [str(label) for label in self._model.predict(list(texts))] if texts else []
 
+    def predict_proba(self, texts: Sequence[str], label: str) -> list[float]:
+        """The probability of ``label`` for each text."""
+        return _probabilities(self._model, list(texts), label)
+
 
 class MarkerLabelClassifier:
     """Logistic regression on standardised markers: fillers, repetitions, pauses and vague words per
@@ -54,6 +58,10 @@ class MarkerLabelClassifier:
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         return [str(label) for label in self._model.predict([marker_features(t) for t in texts])] if texts else []
+
+    def predict_proba(self, texts: Sequence[str], label: str) -> list[float]:
+        """The probability of ``label`` for each text."""
+        return _probabilities(self._model, [marker_features(t) for t in texts], label)
 
 
 def marker_features(text: str) -> list[float]:
@@ -80,6 +88,13 @@ def label_fidelity(
         hits = [p == label for (l, _), p in zip(synthetic, predicted) if l == label]
         result[label] = {"n": len(hits), "share": sum(hits) / len(hits)}
     return result
+
+
+def _probabilities(model, rows: list, label: str) -> list[float]:
+    classes = [str(c) for c in model.classes_]
+    if label not in classes:
+        raise ValueError(f"label {label!r} is not one the classifier was trained on ({', '.join(classes)})")
+    return [float(p) for p in model.predict_proba(rows)[:, classes.index(label)]] if rows else []
 
 
 def _check_labels(labels: Sequence[str]) -> None:

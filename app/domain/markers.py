@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 # Plain filled pauses, with the elongated spellings transcribers use; CHAT marks fillers
 # as "&-uh" (older transcripts "&uh"), which normalise_token maps onto these.
-FILLERS = frozenset({"uh", "uhh", "um", "umm", "uhm", "er", "erm", "ah", "hmm", "hm", "mm"})
+FILLERS = frozenset({"uh", "uhh", "um", "umm", "uhm", "er", "erm", "ah", "hmm", "hm", "mm", "mhm"})
 
 # The CHAT "&" / "&-" prefix is matched so "&-uh" stays one token; normalise_token drops it.
 _TOKEN = re.compile(r"&-?[^\W\d_]+|[^\W_]+(?:['’][^\W_]+)*")

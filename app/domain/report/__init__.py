@@ -1,0 +1,1 @@
+"""Pure computations of a corpus quality report: markers, distances, diversity, memorization, utility, fidelity."""
