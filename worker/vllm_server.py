@@ -138,9 +138,11 @@ def server_command(
 def server_env(settings: Settings) -> dict[str, str]:
     """The environment for the server, and for anything else run in the vLLM venv (the offline benchmark)."""
     env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONHOME")}
-    # Tunables the caller's environment may override (VLLM_CPU_OMP_THREADS_BIND too: vLLM's "auto"
-    # binds the model to one core and leaves the other to the API server, which measured no slower
-    # on 2 cores than binding both).
+    # Tunables the caller's environment may override. vLLM's "auto" thread binding left one of 2 cores
+    # to the API server; binding every core to the model was 1.46x faster on a 2-core AMD EPYC (and
+    # no slower on a 2-core Xeon): bench/vllm_tuning.py, bench/RESULTS.md.
+    if cores := usable_cores():
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cores)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(KV_CACHE_GIB))
     env.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", str(EXECUTE_MODEL_TIMEOUT_S))
     env.update(
@@ -153,6 +155,12 @@ def server_env(settings: Settings) -> dict[str, str]:
     if settings.vllm_api_key is not None:
         env["VLLM_API_KEY"] = settings.vllm_api_key.get_secret_value()  # not in argv, where ps shows it
     return env
+
+
+def usable_cores() -> str | None:
+    """The cores this process may run on as one vLLM range ("0-1"); None when they are not contiguous."""
+    cores = sorted(os.sched_getaffinity(0))
+    return f"{cores[0]}-{cores[-1]}" if cores == list(range(cores[0], cores[-1] + 1)) else None
 
 
 def cpu_dtype() -> str:
