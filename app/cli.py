@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from app.settings import get_settings
@@ -99,6 +101,47 @@ def vllm_serve(
         signal.signal(signal.SIGTERM, previous)
     typer.echo(f"the vLLM server exited with code {code}; see its log", err=True)
     raise typer.Exit(code or 1)
+
+
+@cli.command()
+def report(
+    corpus_id: str = typer.Argument(..., help="The corpus whose report to write."),
+    out: Path = typer.Option(None, help="Directory for report.json and report.html (default: ./report-CORPUS_ID)."),
+    recompute: bool = typer.Option(False, help="Compute it again even if a current one is stored."),
+) -> None:
+    """Write a corpus's report (JSON and HTML page) to disk, computing it here if none is stored or it is stale."""
+    from app.db.models import Corpus, CorpusReport
+    from app.db.session import Database
+    from app.services import reports
+    from worker.context import WorkerContext
+    from worker.reporting.corpus_report import run_report
+    from worker.reporting.page import write_report_files
+
+    settings = get_settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.transaction() as session:
+            corpus = session.get(Corpus, corpus_id)
+            if corpus is None:
+                raise typer.BadParameter(f"corpus '{corpus_id}' not found", param_hint="CORPUS_ID")
+            row = reports.of_corpus(session, corpus_id)
+            current = row is not None and not reports.status_of(session, row)["stale"] and row.status == "succeeded"
+            if recompute or not current:
+                row = reports.request(session, corpus.tenant_id, corpus_id)
+            report_id = row.id
+        if recompute or not current:
+            typer.echo(f"computing the report of {corpus_id} (sentence embeddings, classifiers, bootstrap)")
+            run_report(WorkerContext(settings, db), report_id)
+        with db.transaction() as session:
+            row = session.get(CorpusReport, report_id)
+            if row.status != "succeeded":
+                typer.echo(f"the report {row.status}: {row.error}", err=True)
+                raise typer.Exit(1)
+            paths = write_report_files(row.report, out or Path(f"report-{corpus_id}"))
+    finally:
+        db.dispose()
+    for path in paths:
+        typer.echo(str(path.resolve()))
 
 
 @cli.command()

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     key_pepper: SecretStr = Field(SecretStr(DEV_KEY_PEPPER), description="HMAC pepper for API keys.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_attempts: int = Field(3, ge=1)
+    report_on_generation: bool = Field(
+        True, description="Compute a corpus's report each time a generation into it succeeds."
+    )
+    report_bootstrap_resamples: int = Field(
+        1000, ge=50, le=100_000, description="Bootstrap resamples behind the report's confidence intervals."
+    )
+    report_seed: int = Field(0, description="Seed of the report's synthetic draws and bootstrap.")
 
     # sampling
     default_sampler: SamplerName = Field(SamplerName.HF, description="Sampler used when a request names none.")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -118,3 +120,37 @@ def auth(db, settings) -> dict[str, str]:
 @pytest.fixture
 def other_auth(db, settings) -> dict[str, str]:
     return {"X-API-Key": make_key(db, settings, 'tenant-b')}
+
+
+@dataclass
+class Stack:
+    """The embedded service: database, in-process runner and the API in front of them."""
+
+    settings: Settings
+    db: Database
+    runner: Any  # worker.local.LocalRunner
+    ctx: Any  # worker.context.WorkerContext
+    client: TestClient
+    headers: dict[str, str]
+
+
+@contextmanager
+def embedded_stack(settings: Settings, tenant: str) -> Iterator[Stack]:
+    """Migrate ``settings``' database, start a runner on it and an API client with a key of ``tenant``."""
+    from worker.context import WorkerContext
+    from worker.local import LocalRunner
+
+    url = settings.resolved_database_url
+    upgrade(url)
+    db = Database(url)
+    ctx = WorkerContext(settings, db)
+    runner = LocalRunner(ctx)
+    db.queue = runner
+    runner.start()
+    try:
+        headers = {"Authorization": f"Bearer {make_key(db, settings, tenant)}"}
+        with TestClient(create_app(settings, db=db)) as client:
+            yield Stack(settings, db, runner, ctx, client, headers)
+    finally:
+        runner.stop()
+        db.dispose()

@@ -16,6 +16,7 @@ class WorkerContext:
         self.settings = settings
         self.db = db
         self._samplers: dict[str, Any] = {}
+        self._embedder: Any = None
         self._lock = threading.Lock()
 
     def sampler(self, name: str) -> Any:
@@ -26,6 +27,15 @@ class WorkerContext:
             if name not in self._samplers:
                 self._samplers[name] = build_sampler(name, self.settings)
             return self._samplers[name]
+
+    def embedder(self) -> Any:
+        """The process's sentence embedder for reports (loaded on first use)."""
+        from worker.reporting.embeddings import SentenceEmbedder
+
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = SentenceEmbedder()
+            return self._embedder
 
     def prepare_default_model(self) -> None:
         """Convert the default base model once, so the first job and token stats start fast."""

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from app.db import repositories as repo
 from app.db.migrate import upgrade
-from app.db.models import FinetuneJob, Generation
+from app.db.models import CorpusReport, FinetuneJob, Generation
 from app.db.session import Database
-from app.services import finetune_jobs, generations
+from app.services import finetune_jobs, generations, reports
 from app.services.auth import create_key
 from app.settings import Settings
 from worker.context import WorkerContext
@@ -45,6 +45,7 @@ class LocalRunner:
         with self.ctx.db.transaction() as s:
             pending = [(finetune_jobs.TASK_NAME, j.id) for j in repo.unfinished(s, FinetuneJob)]
             pending += [(generations.TASK_NAME, g.id) for g in repo.unfinished(s, Generation)]
+            pending += [(reports.TASK_NAME, r.id) for r in repo.unfinished(s, CorpusReport)]
         for task_name, object_id in pending:
             self.enqueue(task_name, object_id)
         return [object_id for _, object_id in pending]

@@ -15,19 +15,20 @@ from typing import Any, Callable
 
 from app.db import repositories as repo
 from app.db.base import utcnow
-from app.db.models import TERMINAL_STATUSES, Adapter, Checkpoint, FinetuneJob, Generation
+from app.db.models import TERMINAL_STATUSES, Adapter, Checkpoint, FinetuneJob, Generation, RunState
 from app.domain.hyperparameters import Hyperparameters
 from app.domain.post_filters import PostFilter, RealText, sample_ref
 from app.domain.sampling import FilterSettings, SamplingParams, sample_seed
 from app.errors import InvalidInput
-from app.services import finetune_jobs, generations, prompt_sets
+from app.services import finetune_jobs, generations, prompt_sets, reports
 from app.services.token_counts import load_model_tokenizer
 from worker.context import WorkerContext
+from worker.reporting.corpus_report import run_report
 
 log = logging.getLogger(__name__)
 
 
-def _claim(row: FinetuneJob | Generation | None, max_attempts: int) -> bool:
+def claim(row: RunState | None, max_attempts: int) -> bool:
     """Move a queued/running row to running, counting the attempt; False when there is nothing to run."""
     if row is None or row.status in TERMINAL_STATUSES:
         return False
@@ -81,7 +82,7 @@ def _prepare_finetune(ctx: WorkerContext, job_id: str):
         if job is not None and job.cancel_requested and job.status not in TERMINAL_STATUSES:
             job.status, job.finished_at = "cancelled", utcnow()
             return None
-        if not _claim(job, settings.max_attempts):
+        if not claim(job, settings.max_attempts):
             return None
         checkpoints = repo.list_checkpoints(s, job_id)
         resume = Path(checkpoints[-1].path) if checkpoints else None
@@ -214,7 +215,7 @@ def _prepare_generation(ctx: WorkerContext, generation_id: str) -> _GenerationRu
 
     with ctx.db.transaction() as s:
         gen = s.get(Generation, generation_id, with_for_update=True)
-        if not _claim(gen, ctx.settings.max_attempts):
+        if not claim(gen, ctx.settings.max_attempts):
             return None
         adapter = s.get(Adapter, gen.adapter_id)
         prompt_set = prompt_sets.load(prompt_sets.get(s, gen.tenant_id, adapter.prompt_set_id))
@@ -280,9 +281,12 @@ def _finish_generation(ctx: WorkerContext, generation_id: str, status: str, erro
         gen = s.get(Generation, generation_id, with_for_update=True)
         generations.refresh_counts(s, gen)
         generations.finish(gen, status, error)
+        if status == "succeeded" and ctx.settings.report_on_generation:
+            reports.request(s, gen.tenant_id, gen.corpus_id)
 
 
 TASKS: dict[str, Callable[[WorkerContext, str], None]] = {
     finetune_jobs.TASK_NAME: run_finetune,
     generations.TASK_NAME: run_generation,
+    reports.TASK_NAME: run_report,
 }

@@ -3,14 +3,14 @@ from __future__ import annotations
 from typing import Annotated, Iterator
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from app.api import streams
 from app.db.session import Database
-from app.deps import DatabaseDep, PageDep, SessionDep, TenantDep
+from app.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
 from app.schemas.common import ListOf
-from app.schemas.corpora import CorpusDetail, CorpusPublic, SamplePublic
-from app.services import corpora
+from app.schemas.corpora import CorpusDetail, CorpusPublic, CorpusReportPublic, SamplePublic
+from app.services import corpora, reports
 
 router = APIRouter(prefix="/corpora", tags=["corpora"])
 
@@ -43,10 +43,34 @@ def list_samples(
 
 
 @router.get(
+    "/{corpus_id}/report",
+    response_model=CorpusReportPublic,
+    description="The stored evidence of the corpus (computed when a generation into it succeeds): its status "
+    "and, once succeeded, the report. 404 before any was requested.",
+)
+def get_report(corpus_id: str, session: SessionDep, tenant_id: TenantDep):
+    return reports.status_of(session, reports.get(session, tenant_id, corpus_id))
+
+
+@router.post("/{corpus_id}/report", response_model=CorpusReportPublic, status_code=202,
+             description="Recompute the report (e.g. after another generation); one in progress is left to finish.")
+def recompute_report(corpus_id: str, session: SessionDep, tenant_id: TenantDep):
+    return reports.status_of(session, reports.request(session, tenant_id, corpus_id))
+
+
+@router.get("/{corpus_id}/report.html", response_class=FileResponse,
+            description="The report as one self-contained HTML page with its charts; 409 until it is computed.")
+def get_report_page(corpus_id: str, session: SessionDep, tenant_id: TenantDep, settings: SettingsDep):
+    return FileResponse(reports.html_of(session, tenant_id, corpus_id, settings.resolved_artifact_dir),
+                        media_type="text/html")
+
+
+@router.get(
     "/{corpus_id}/export",
     response_class=StreamingResponse,
     description="The accepted samples, streamed. `include_real=train` prepends the real train split of the "
-    "corpus's data set (the augmented training set, with a `synthetic` column); other splits are refused.",
+    "corpus's data set (the augmented training set, with a `synthetic` column); any other value, or the "
+    "parameter given twice, is refused.",
 )
 def export_corpus(
     corpus_id: str,
@@ -55,18 +79,21 @@ def export_corpus(
     tenant_id: TenantDep,
     format: Annotated[str, Query(description="jsonl, csv or parquet")] = "jsonl",
     label: Annotated[str | None, Query()] = None,
-    include_real: Annotated[str | None, Query(description="train: add the real train split")] = None,
+    # A list, so that a repeated parameter reaches the check instead of its last value winning.
+    include_real: Annotated[
+        list[str] | None, Query(description="train, once: add the real train split")
+    ] = None,
 ):
-    corpora.check_export(session, tenant_id, corpus_id, format, include_real)
+    corpora.check_export(session, tenant_id, corpus_id, format, include_real or [])
     name = f"{corpus_id}{'-augmented' if include_real else ''}.{format}"
     return StreamingResponse(
-        _export(db, corpus_id, format, label, include_real),
+        _export(db, corpus_id, format, label, bool(include_real)),
         media_type=corpora.EXPORT_FORMATS[format],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
-def _export(db: Database, corpus_id: str, fmt: str, label: str | None, include_real: str | None) -> Iterator[str | bytes]:
+def _export(db: Database, corpus_id: str, fmt: str, label: str | None, include_real: bool) -> Iterator[str | bytes]:
     # Its own session: the stream outlives the request's transaction.
     with db.transaction() as session:
         rows = corpora.export_rows(session, corpus_id, label, include_real)

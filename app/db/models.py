@@ -28,6 +28,18 @@ def _created() -> Mapped[datetime]:
     return mapped_column(default=utcnow)
 
 
+class RunState:
+    """The lifecycle columns every queued task's row has (fine-tune jobs, generations, reports)."""
+
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = _created()
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[str] = _id("tn")
@@ -83,7 +95,7 @@ class PromptSetRow(Base):
     created_at: Mapped[datetime] = _created()
 
 
-class FinetuneJob(Base):
+class FinetuneJob(RunState, Base):
     __tablename__ = "finetune_jobs"
     __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key"),)
     id: Mapped[str] = _id("ftjob")
@@ -95,18 +107,11 @@ class FinetuneJob(Base):
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
     seed: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
     eta_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    error: Mapped[str | None] = mapped_column(Text, default=None)
-    created_at: Mapped[datetime] = _created()
-    started_at: Mapped[datetime | None] = mapped_column(default=None)
-    finished_at: Mapped[datetime | None] = mapped_column(default=None)
     adapter: Mapped["Adapter | None"] = relationship(
         primaryjoin="FinetuneJob.id == Adapter.job_id", viewonly=True, uselist=False, lazy="selectin"
     )
@@ -160,7 +165,19 @@ class Corpus(Base):
     created_at: Mapped[datetime] = _created()
 
 
-class Generation(Base):
+class CorpusReport(RunState, Base):
+    """The evidence computed for a corpus: one row per corpus, recomputed in place on request."""
+
+    __tablename__ = "corpus_reports"
+    id: Mapped[str] = _id("rep")
+    tenant_id: Mapped[str] = _tenant()
+    corpus_id: Mapped[str] = mapped_column(ForeignKey("corpora.id", ondelete="CASCADE"), unique=True)
+    # Accepted samples the stored report covers: another count in the corpus now means it is stale.
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+
+
+class Generation(RunState, Base):
     __tablename__ = "generations"
     id: Mapped[str] = _id("gen")
     tenant_id: Mapped[str] = _tenant()
@@ -176,18 +193,11 @@ class Generation(Base):
     batch_size: Mapped[int | None] = mapped_column(Integer, default=None)
     # Fixed at the first run, so a resumed generation draws the same chunks as an uninterrupted one.
     chunk_size: Mapped[int | None] = mapped_column(Integer, default=None)
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     done: Mapped[int] = mapped_column(Integer, default=0)
     candidates: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     rejected: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
     budget_exhausted: Mapped[bool] = mapped_column(Boolean, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
-    error: Mapped[str | None] = mapped_column(Text, default=None)
-    created_at: Mapped[datetime] = _created()
-    started_at: Mapped[datetime | None] = mapped_column(default=None)
-    finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Sample(Base):

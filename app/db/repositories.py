@@ -12,6 +12,7 @@ from app.db.models import (
     ApiKey,
     Checkpoint,
     FinetuneJob,
+    Generation,
     JobEvent,
     PromptSetRow,
     Record,
@@ -230,4 +231,23 @@ def existing_sample_keys(session: Session, generation_id: str, keys: Iterable[tu
 
 def sample_texts(session: Session, corpus_id: str, label: str) -> Sequence[str]:
     stmt = select(Sample.text).where(Sample.corpus_id == corpus_id, Sample.label == label, Sample.status == ACCEPTED)
+    return session.scalars(stmt).all()
+
+
+def drawn_samples(session: Session, corpus_id: str) -> Sequence[Any]:
+    """(id, label, text, status, finish_reason, reject_reason) of every candidate drawn into a corpus, in id order."""
+    stmt = (
+        select(Sample.id, Sample.label, Sample.text, Sample.status, Sample.finish_reason, Sample.reject_reason)
+        .where(Sample.corpus_id == corpus_id)
+        .order_by(Sample.id)
+    )
+    return session.execute(stmt).all()
+
+
+def corpus_generations(session: Session, corpus_id: str) -> Sequence[Generation]:
+    return session.scalars(select(Generation).where(Generation.corpus_id == corpus_id).order_by(Generation.id)).all()
+
+
+def events_of_kind(session: Session, job_id: str, kind: str) -> Sequence[JobEvent]:
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind).order_by(JobEvent.id)
     return session.scalars(stmt).all()

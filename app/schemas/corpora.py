@@ -32,3 +32,16 @@ class SamplePublic(BaseModel):
     finish_reason: str | None = Field(description="stop (ended on its own) or length (cut at max_tokens).")
     checks: dict[str, Any] = Field(description="The post-filters' measurements.")
     provenance: dict[str, Any]
+
+
+class CorpusReportPublic(BaseModel):
+    id: str
+    corpus_id: str
+    status: str = Field(description="queued, running, succeeded or failed.")
+    error: str | None
+    samples: int = Field(description="Accepted samples the stored report covers.")
+    stale: bool = Field(description="True when the corpus has gained or lost samples since the report was computed.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    report: dict[str, Any] | None = Field(description="The evidence (see the README's report section); null until computed.")

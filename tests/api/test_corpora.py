@@ -1,4 +1,4 @@
-"""GET /corpora, GET /corpora/{id}, GET /corpora/{id}/samples, GET /corpora/{id}/export."""
+"""GET /corpora, GET /corpora/{id}, its samples, export and report (JSON and page)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import json
 
 import pytest
 
+from app.db import repositories as repo
+from app.db.models import Corpus
 from tests.api.factories import (
-    DEFAULT_PARAMS, balanced_rows, csv_bytes, insert_adapter, insert_corpus, insert_generation, upload,
+    DEFAULT_PARAMS, balanced_rows, csv_bytes, insert_adapter, insert_corpus, insert_generation, make_text, upload,
     write_adapter_files,
 )
 
@@ -281,7 +283,117 @@ class TestAugmentedExport:
         assert f"include_real='{split}'" in response.json()["detail"]
         assert "only the train split" in response.json()["detail"]
 
+    @pytest.mark.parametrize(
+        "value", ["Train", "TRAIN", "train ", " train", "train\n", "tra in", "validation,train", "train,test", "",
+                  "\uff54\uff52\uff41\uff49\uff4e", "train\u200b"],
+    )
+    def test_anything_but_exactly_train_is_refused(self, client, auth, augmentable, value):
+        response = export(client, auth, augmentable["corpus_id"], include_real=value)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "InvalidInput"
+        assert f"include_real='{value}' is refused" in response.json()["detail"]
+        assert "only the train split" in response.json()["detail"]
+
+    @pytest.mark.parametrize(
+        "values", [["test", "train"], ["train", "test"], ["train", "validation"], ["train", "train"]]
+    )
+    def test_a_repeated_parameter_is_refused(self, client, auth, augmentable, values):
+        params = [("include_real", value) for value in values]
+        response = client.get(f"/corpora/{augmentable['corpus_id']}/export", headers=auth, params=params)
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert detail.startswith(f"include_real='{values[0]}', '{values[1]}' is refused")
+        assert "asked for once as include_real=train" in detail
+
+    def test_a_data_set_stored_with_a_held_out_speaker_in_train_is_refused(self, client, auth, db, augmentable):
+        # Stored before uploads compared ids ignoring case: 's000' in test is train's 'S000'.
+        with db.transaction() as session:
+            dataset_id = session.get(Corpus, augmentable["corpus_id"]).dataset_id
+            repo.add_records(session, [{"dataset_id": dataset_id, "row": 99, "participant_id": "s000",
+                                        "text": make_text(99), "label": "control", "split": "test"}])
+        response = export(client, auth, augmentable["corpus_id"], include_real="train")
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert detail.startswith(
+            f"the real train split of data set '{dataset_id}' cannot be exported: participant S000"
+        )
+        assert "'test' on line 99 (written 's000' there" in detail
+        assert response.json()["errors"][0]["code"] == "participant_in_two_splits"
+        assert export(client, auth, augmentable["corpus_id"]).status_code == 200
+
     def test_a_corpus_without_samples_has_no_data_set_to_add(self, client, auth, db, tenant_id):
         response = export(client, auth, insert_corpus(db, tenant_id), include_real="train")
         assert response.status_code == 422
         assert "no real data set" in response.json()["detail"]
+
+
+def store_report(db, corpus_id: str, settings, samples: int = 5, html: str | None = "<html>report</html>") -> None:
+    """A computed report as the worker leaves it: the row succeeded, the page on the artifact store."""
+    from app.db.models import CorpusReport
+    from app.services import reports
+
+    with db.transaction() as s:
+        row = reports.of_corpus(s, corpus_id)
+        if row is None:
+            row = CorpusReport(tenant_id=s.get(Corpus, corpus_id).tenant_id, corpus_id=corpus_id)
+            s.add(row)
+        row.status, row.samples, row.report = "succeeded", samples, {"headline": {"labels": {}}}
+    if html is not None:
+        page = reports.directory(settings.resolved_artifact_dir, corpus_id) / reports.HTML_NAME
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(html)
+
+
+class TestReport:
+    def test_none_before_any_was_requested(self, client, auth, corpus_id):
+        r = client.get(f"/corpora/{corpus_id}/report", headers=auth)
+        assert r.status_code == 404 and "POST /corpora" in r.json()["detail"]
+
+    def test_post_queues_one_computation_after_commit(self, client, auth, corpus_id, queue):
+        r = client.post(f"/corpora/{corpus_id}/report", headers=auth)
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert (body["status"], body["report"], body["corpus_id"]) == ("queued", None, corpus_id)
+        assert queue.sent == [("report.run", body["id"])]
+        again = client.post(f"/corpora/{corpus_id}/report", headers=auth).json()
+        assert again["id"] == body["id"] and queue.sent == [("report.run", body["id"])]  # one in progress is kept
+        assert client.get(f"/corpora/{corpus_id}/report", headers=auth).json()["status"] == "queued"
+
+    def test_a_computed_report_is_served_and_can_be_recomputed(self, client, auth, db, corpus_id, settings, queue):
+        store_report(db, corpus_id, settings)
+        body = client.get(f"/corpora/{corpus_id}/report", headers=auth).json()
+        assert (body["status"], body["stale"], body["report"]) == ("succeeded", False, {"headline": {"labels": {}}})
+        recomputed = client.post(f"/corpora/{corpus_id}/report", headers=auth).json()
+        assert (recomputed["status"], recomputed["report"]) == ("queued", None)
+        assert queue.sent == [("report.run", recomputed["id"])]
+
+    def test_stale_once_the_corpus_holds_other_samples(self, client, auth, db, corpus_id, settings):
+        store_report(db, corpus_id, settings, samples=4)
+        assert client.get(f"/corpora/{corpus_id}/report", headers=auth).json()["stale"] is True
+
+    def test_other_tenant_is_404(self, client, auth, other_auth, db, corpus_id, settings):
+        store_report(db, corpus_id, settings)
+        assert client.get(f"/corpora/{corpus_id}/report", headers=other_auth).status_code == 404
+        assert client.post(f"/corpora/{corpus_id}/report", headers=other_auth).status_code == 404
+        assert client.get(f"/corpora/{corpus_id}/report.html", headers=other_auth).status_code == 404
+
+
+class TestReportPage:
+    def test_the_stored_page(self, client, auth, db, corpus_id, settings):
+        store_report(db, corpus_id, settings, html="<html><body>evidence</body></html>")
+        r = client.get(f"/corpora/{corpus_id}/report.html", headers=auth)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert r.text == "<html><body>evidence</body></html>"
+
+    def test_409_while_it_is_computed(self, client, auth, corpus_id):
+        client.post(f"/corpora/{corpus_id}/report", headers=auth)
+        r = client.get(f"/corpora/{corpus_id}/report.html", headers=auth)
+        assert r.status_code == 409 and "queued" in r.json()["detail"]
+
+    def test_409_naming_the_remedy_when_the_page_is_gone(self, client, auth, db, corpus_id, settings):
+        store_report(db, corpus_id, settings, html=None)
+        r = client.get(f"/corpora/{corpus_id}/report.html", headers=auth)
+        assert r.status_code == 409 and f"POST /corpora/{corpus_id}/report" in r.json()["detail"]
+
+    def test_404_before_any_was_requested(self, client, auth, corpus_id):
+        assert client.get(f"/corpora/{corpus_id}/report.html", headers=auth).status_code == 404

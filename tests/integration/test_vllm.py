@@ -200,60 +200,44 @@ class TestThroughTheService:
     def test_post_generate_with_the_vllm_sampler_judges_and_stores_every_sample(
         self, settings, server, adapter_dir, tmp_path
     ):
-        from fastapi.testclient import TestClient
-
-        from app.db.migrate import upgrade
         from app.db.models import Adapter, Dataset, FinetuneJob
-        from app.db.session import Database
-        from app.main import create_app
         from app.services import prompt_sets
-        from tests.conftest import make_key
-        from worker.context import WorkerContext
-        from worker.local import LocalRunner
+        from tests.conftest import embedded_stack
 
-        url = f"sqlite:///{tmp_path / 'service.db'}"
-        upgrade(url)
-        service = settings.model_copy(update={"vllm_base_url": server.base_url, "database_url": url,
-                                              "data_dir": tmp_path})
-        db = Database(url)
-        runner = LocalRunner(WorkerContext(service, db))
-        db.queue = runner
-        runner.start()
-        headers = {"Authorization": f"Bearer {make_key(db, service, 'vllm-tenant')}"}
-        try:
-            with TestClient(create_app(service, db=db)) as client:
-                upload = client.post("/datasets", headers=headers,
-                                     files={"file": ("a.csv", EXAMPLE_CSV.read_bytes(), "text/csv")})
-                assert upload.status_code == 201, upload.text
-                with db.transaction() as s:
-                    prompt_sets.ensure_default(s)
-                    dataset = s.get(Dataset, upload.json()["id"])
-                    job = FinetuneJob(tenant_id=dataset.tenant_id, dataset_id=dataset.id, prompt_set_id="ps_default",
-                                      base_model=BASE, method="qlora", hyperparameters=SCHEDULE, status="succeeded")
-                    s.add(job)
-                    s.flush()
-                    adapter = Adapter(tenant_id=dataset.tenant_id, job_id=job.id, prompt_set_id="ps_default",
-                                      base_model=BASE, method="qlora", path=str(adapter_dir))
-                    s.add(adapter)
-                    s.flush()
-                    adapter_id = adapter.id
-                response = client.post("/generate", headers=headers, json={
-                    "adapter_id": adapter_id, "counts": {"control": 3, "impaired": 3}, "sampler": "vllm",
-                    "temperature": 0.8, "max_tokens": 256, "seed": 3,
-                })
-                assert response.status_code == 202, response.text
-                assert runner.join(timeout=900)
-                generation = client.get(f"/generations/{response.json()['id']}", headers=headers).json()
-                assert generation["status"] == "succeeded", generation["error"]
-                assert generation["sampler"] == "vllm" and generation["candidates"] >= 6
-                drawn = client.get(f"/corpora/{generation['corpus_id']}/samples", headers=headers,
-                                   params={"status": "all"}).json()["data"]
-                assert len(drawn) == generation["candidates"]
-                assert all(s["provenance"]["sampler"] == "vllm" and s["provenance"]["adapter_id"] == adapter_id
-                           for s in drawn)
-                assert all(s["finish_reason"] in ("stop", "length") and "real_overlap" in s["checks"] for s in drawn)
-                accepted = [s for s in drawn if s["status"] == "accepted"]
-                assert len(accepted) == generation["done"]
-        finally:
-            runner.stop()
-            db.dispose()
+        service = settings.model_copy(update={"vllm_base_url": server.base_url, "data_dir": tmp_path,
+                                              "database_url": f"sqlite:///{tmp_path / 'service.db'}",
+                                              "report_on_generation": False})
+        with embedded_stack(service, "vllm-tenant") as stack:
+            client, headers = stack.client, stack.headers
+            upload = client.post("/datasets", headers=headers,
+                                 files={"file": ("a.csv", EXAMPLE_CSV.read_bytes(), "text/csv")})
+            assert upload.status_code == 201, upload.text
+            with stack.db.transaction() as s:
+                prompt_sets.ensure_default(s)
+                dataset = s.get(Dataset, upload.json()["id"])
+                job = FinetuneJob(tenant_id=dataset.tenant_id, dataset_id=dataset.id, prompt_set_id="ps_default",
+                                  base_model=BASE, method="qlora", hyperparameters=SCHEDULE, status="succeeded")
+                s.add(job)
+                s.flush()
+                adapter = Adapter(tenant_id=dataset.tenant_id, job_id=job.id, prompt_set_id="ps_default",
+                                  base_model=BASE, method="qlora", path=str(adapter_dir))
+                s.add(adapter)
+                s.flush()
+                adapter_id = adapter.id
+            response = client.post("/generate", headers=headers, json={
+                "adapter_id": adapter_id, "counts": {"control": 3, "impaired": 3}, "sampler": "vllm",
+                "temperature": 0.8, "max_tokens": 256, "seed": 3,
+            })
+            assert response.status_code == 202, response.text
+            assert stack.runner.join(timeout=900)
+            generation = client.get(f"/generations/{response.json()['id']}", headers=headers).json()
+            assert generation["status"] == "succeeded", generation["error"]
+            assert generation["sampler"] == "vllm" and generation["candidates"] >= 6
+            drawn = client.get(f"/corpora/{generation['corpus_id']}/samples", headers=headers,
+                               params={"status": "all"}).json()["data"]
+            assert len(drawn) == generation["candidates"]
+            assert all(s["provenance"]["sampler"] == "vllm" and s["provenance"]["adapter_id"] == adapter_id
+                       for s in drawn)
+            assert all(s["finish_reason"] in ("stop", "length") and "real_overlap" in s["checks"] for s in drawn)
+            accepted = [s for s in drawn if s["status"] == "accepted"]
+            assert len(accepted) == generation["done"]

@@ -1,0 +1,1 @@
+"""The corpus report: its embeddings, charts and HTML page."""
