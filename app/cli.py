@@ -125,7 +125,7 @@ def report(
             if corpus is None:
                 raise typer.BadParameter(f"corpus '{corpus_id}' not found", param_hint="CORPUS_ID")
             row = reports.of_corpus(session, corpus_id)
-            current = row is not None and not reports.status_of(session, row)["stale"] and row.status == "succeeded"
+            current = row is not None and row.status == "succeeded" and not reports.is_stale(session, row)
             if recompute or not current:
                 row = reports.request(session, corpus.tenant_id, corpus_id)
             report_id = row.id

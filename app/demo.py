@@ -16,6 +16,7 @@ from rich.table import Table
 from app.domain.label_fidelity import MarkerLabelClassifier, TextLabelClassifier, label_fidelity
 from app.domain.markers import filler_rate
 from app.main import create_app
+from app.services import reports
 from app.settings import Settings
 
 EXAMPLE_CSV = Path(__file__).resolve().parents[1] / "examples" / "adress_illustrative.csv"
@@ -147,7 +148,7 @@ def _evidence(client: TestClient, headers: dict, corpus_id: str, settings: Setti
                       + ", ".join(f"{arm} {_number(f1)}" for arm, f1 in arms.items()))
     if headline.get("utility_skipped"):
         console.print(f"augmentation utility not measured: {headline['utility_skipped']}")
-    page = settings.resolved_artifact_dir / "corpora" / corpus_id / "report.html"
+    page = reports.directory(settings.resolved_artifact_dir, corpus_id) / reports.HTML_NAME
     console.print(f"report page: [bold]{page}[/bold] (also GET /corpora/{corpus_id}/report.html)")
     return True
 

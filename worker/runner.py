@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from app.db import repositories as repo
 from app.db.base import utcnow
-from app.db.models import TERMINAL_STATUSES, Adapter, Checkpoint, FinetuneJob, Generation, RunState
+from app.db.models import TERMINAL_STATUSES, Adapter, Checkpoint, FinetuneJob, Generation
 from app.domain.hyperparameters import Hyperparameters
 from app.domain.post_filters import PostFilter, RealText, sample_ref
 from app.domain.sampling import FilterSettings, SamplingParams, sample_seed
@@ -23,24 +23,10 @@ from app.errors import InvalidInput
 from app.services import finetune_jobs, generations, prompt_sets, reports
 from app.services.token_counts import load_model_tokenizer
 from worker.context import WorkerContext
+from worker.lifecycle import claim
 from worker.reporting.corpus_report import run_report
 
 log = logging.getLogger(__name__)
-
-
-def claim(row: RunState | None, max_attempts: int) -> bool:
-    """Move a queued/running row to running, counting the attempt; False when there is nothing to run."""
-    if row is None or row.status in TERMINAL_STATUSES:
-        return False
-    if row.attempts >= max_attempts:
-        row.status, row.finished_at = "failed", utcnow()
-        row.error = f"gave up after {row.attempts} attempts (the worker stopped each time)"
-        return False
-    row.attempts += 1
-    row.status = "running"
-    row.started_at = row.started_at or utcnow()
-    row.heartbeat_at = utcnow()
-    return True
 
 
 # fine-tuning

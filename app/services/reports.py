@@ -49,12 +49,16 @@ def get(session: Session, tenant_id: str, corpus_id: str) -> CorpusReport:
     return row
 
 
+def is_stale(session: Session, row: CorpusReport) -> bool:
+    """A computed report whose corpus has gained or lost accepted samples since."""
+    return row.status == "succeeded" and sum(corpora.label_counts(session, row.corpus_id).values()) != row.samples
+
+
 def status_of(session: Session, row: CorpusReport) -> dict[str, Any]:
     """The row as the API shows it, with whether newer samples arrived since it was computed."""
-    accepted = sum(corpora.label_counts(session, row.corpus_id).values())
     return {
         "id": row.id, "corpus_id": row.corpus_id, "status": row.status, "error": row.error,
-        "samples": row.samples, "stale": row.status == "succeeded" and accepted != row.samples,
+        "samples": row.samples, "stale": is_stale(session, row),
         "created_at": row.created_at, "started_at": row.started_at, "finished_at": row.finished_at,
         "report": row.report if row.status == "succeeded" else None,
     }

@@ -15,14 +15,13 @@ from app.domain.report.transcript import Transcript
 from app.domain.splits import SPLITS
 from app.services import reports
 from worker.context import WorkerContext
+from worker.lifecycle import claim
 
 log = logging.getLogger(__name__)
 
 
 def run_report(ctx: WorkerContext, report_id: str) -> None:
     """Compute and store one corpus report; a failure is stored on the row, never half a report."""
-    from worker.runner import claim  # the one claim rule of every task; runner imports this module
-
     with ctx.db.transaction() as s:
         row = s.get(CorpusReport, report_id, with_for_update=True)
         if not claim(row, ctx.settings.max_attempts):

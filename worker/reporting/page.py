@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from app.services.reports import HTML_NAME, JSON_NAME
 from worker.reporting.charts import CHART_ALT, MARKER_TITLES, draw_charts, training_curves
 
 NONE = "–"
@@ -80,8 +81,8 @@ def write_report_files(report: dict, directory: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.html`` into ``directory``; a reader never sees half a file."""
     directory.mkdir(parents=True, exist_ok=True)
     html = render_page(report)
-    json_path = _write_atomically(directory / "report.json", json.dumps(report, indent=1, ensure_ascii=False))
-    html_path = _write_atomically(directory / "report.html", html)
+    json_path = _write_atomically(directory / JSON_NAME, json.dumps(report, indent=1, ensure_ascii=False))
+    html_path = _write_atomically(directory / HTML_NAME, html)
     return json_path, html_path
 
 
