@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 
 from app.api import adapters, corpora, datasets, finetune_jobs, generations, prompt_sets, system
+from app.db.outages import outage_reason
 from app.db.session import Database, JobQueue
 from app.errors import SynthaugError
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+# Seconds a client is told to wait when the database is down; a restart takes about this long.
+DATABASE_RETRY_AFTER_S = 5
 
 
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None, db: Database | None = None) -> FastAPI:
@@ -23,7 +31,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None, 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.settings = settings
-        app.state.db = db or Database(settings.resolved_database_url, queue)
+        app.state.db = db or Database.of(settings, queue)
         yield
         if db is None:
             app.state.db.dispose()
@@ -49,6 +57,22 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None, 
         # Only the JSON-safe fields: a validator's ctx holds the exception object itself.
         errors = [{"type": err["type"], "loc": list(err["loc"]), "msg": err["msg"]} for err in exc.errors()]
         return JSONResponse({"error": "InvalidInput", "detail": problems, "errors": errors}, status_code=422)
+
+    # Driver and pool errors reach this handler wherever they are raised (a route, a dependency,
+    # the request's commit); connection-level ones are a 503 to retry, any other stays a 500.
+    async def _database_error(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
+        reason = outage_reason(exc)
+        if reason is None:
+            raise exc
+        logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"error": "ServiceUnavailable", "detail": f"the database is unavailable: {reason}; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_error)
 
     @app.middleware("http")
     async def _count(request: Request, call_next):

@@ -1,21 +1,113 @@
-"""Prometheus metrics of the API process."""
+"""Prometheus metrics: this process's request counters, and the service's state read at scrape time.
+
+Jobs run in other processes (Celery workers), so their numbers are read from the database (the
+source of truth) and the broker on each scrape, never kept in this process's gauges: a series that
+no longer exists (a finished job's tokens/s) simply is not in the next scrape.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from app.db.models import JOB_STATUSES, FinetuneJob, Generation
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from app import broker
+from app.db import counts
+from app.db.models import JOB_STATUSES, SAMPLE_STATUSES
+from app.db.session import Database
+from app.services.queues import QUEUES
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter("synthaug_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram("synthaug_http_request_seconds", "HTTP request latency", ["method", "route"])
-JOBS = Gauge("synthaug_jobs", "Jobs by kind and status", ["kind", "status"])
 
 
-def refresh_job_gauges(session: Session) -> None:
-    """Set the job gauges from the database, the source of truth."""
-    for kind, model in (("finetune", FinetuneJob), ("generation", Generation)):
-        counts = dict(session.execute(select(model.status, func.count()).group_by(model.status)).all())
-        for status in JOB_STATUSES:
-            JOBS.labels(kind, status).set(counts.get(status, 0))
+@dataclass
+class ServiceState:
+    """What one scrape read; a source that failed leaves its fields None (their series are left out)."""
+
+    jobs: dict[tuple[str, str], int] | None = None
+    samples: dict[str, int] | None = None
+    tokens_per_second: dict[str, float] | None = None
+    queue_depths: dict[str, int] | None = None
+    sources_up: dict[str, bool] = field(default_factory=dict)
+
+
+def read_state(db: Database, settings: Settings) -> ServiceState:
+    """Read the database and, when one is configured, the broker; a failing source is logged, not raised."""
+    state = ServiceState()
+    try:
+        with db.transaction() as session:
+            state.jobs = counts.jobs_by_status(session)
+            state.samples = counts.samples_by_status(session)
+            state.tokens_per_second = counts.running_tokens_per_second(session)
+        state.sources_up["database"] = True
+    except Exception as error:
+        state.jobs = state.samples = state.tokens_per_second = None
+        state.sources_up["database"] = False
+        logger.warning("metrics: database not readable: %s", error)
+    if settings.broker_url:
+        try:
+            state.queue_depths = broker.queue_depths(settings.broker_url, settings.broker_timeout_s, QUEUES)
+            state.sources_up["broker"] = True
+        except Exception as error:
+            state.sources_up["broker"] = False
+            logger.warning("metrics: broker not readable at %s: %s", broker.masked_url(settings.broker_url), error)
+    return state
+
+
+class ServiceStateCollector(Collector):
+    """Exposes one ServiceState as gauge families."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.state
+        up = GaugeMetricFamily(
+            "synthaug_source_up", "1 when this scrape could read the source (database, broker)", labels=["source"]
+        )
+        for source, ok in state.sources_up.items():
+            up.add_metric([source], 1.0 if ok else 0.0)
+        yield up
+        if state.jobs is not None:
+            jobs = GaugeMetricFamily("synthaug_jobs", "Jobs by kind and status", labels=["kind", "status"])
+            for kind in counts.JOB_KINDS:
+                statuses = dict.fromkeys(JOB_STATUSES, 0) | {s: n for (k, s), n in state.jobs.items() if k == kind}
+                for status, count in statuses.items():
+                    jobs.add_metric([kind, status], count)
+            yield jobs
+        if state.samples is not None:
+            samples = GaugeMetricFamily("synthaug_samples", "Samples generated, by status", labels=["status"])
+            for status in SAMPLE_STATUSES:
+                samples.add_metric([status], state.samples.get(status, 0))
+            yield samples
+        if state.tokens_per_second is not None:
+            speed = GaugeMetricFamily(
+                "synthaug_training_tokens_per_second",
+                "Training throughput of each running fine-tune job, as its worker last reported it",
+                labels=["job_id"],
+            )
+            for job_id, value in sorted(state.tokens_per_second.items()):
+                speed.add_metric([job_id], value)
+            yield speed
+        if state.queue_depths is not None:
+            depth = GaugeMetricFamily(
+                "synthaug_queue_depth", "Task messages waiting in each broker queue", labels=["queue"]
+            )
+            for queue, value in state.queue_depths.items():
+                depth.add_metric([queue], value)
+            yield depth
+
+
+def exposition(db: Database, settings: Settings) -> bytes:
+    """The Prometheus text of this process's metrics followed by the service's state."""
+    scrape = CollectorRegistry(auto_describe=False)
+    scrape.register(ServiceStateCollector(read_state(db, settings)))
+    return generate_latest(REGISTRY) + generate_latest(scrape)

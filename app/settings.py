@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir.")
     artifact_dir: Path | None = Field(None, description="Adapters, checkpoints, exports.")
     cache_dir: Path | None = Field(None, description="Converted base models.")
-    broker_url: str | None = Field(None, description="Celery broker; unset = embedded runner.")
+    broker_url: str | None = Field(None, description="Celery broker (redis://...); unset = embedded runner.")
     default_base_model: str = "smollm2-135m-instruct"
     openai_api_key: SecretStr | None = Field(None, description="Never logged or returned.")
     key_pepper: SecretStr = Field(SecretStr(DEV_KEY_PEPPER), description="HMAC pepper for API keys.")
@@ -59,10 +59,40 @@ class Settings(BaseSettings):
     vllm_port: int = Field(8001, ge=1, le=65535, description="Port of `synthaug vllm serve` (loopback).")
     vllm_venv: Path = Field(Path(".venv-vllm"), description="Virtual environment `synthaug vllm serve` builds.")
 
+    # distributed mode (Celery workers on the broker) and the lifecycle of every job
+    heartbeat_interval_s: float = Field(10.0, gt=0, description="How often a running job's worker writes its heartbeat.")
+    stale_after_s: float = Field(
+        120.0, gt=0, description="A running job whose heartbeat is older than this has no live worker."
+    )
+    reaper_interval_s: float = Field(60.0, gt=0, description="How often Celery beat runs the reaper.")
+    requeue_queued_after_s: float = Field(
+        1800.0, gt=0, description="The reaper sends a job again that has waited queued this long since it was sent."
+    )
+    broker_visibility_timeout_s: int = Field(
+        3600, ge=1, description="Redis redelivers a task not acknowledged within this time (acks are late)."
+    )
+    task_soft_time_limit_s: int = Field(43200, ge=1, description="A task is asked to stop after this time.")
+    task_time_limit_s: int = Field(46800, ge=1, description="A task's process is killed after this time.")
+    broker_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to the broker (sending, readyz).")
+
+    # database
+    db_pool_size: int = Field(10, ge=1, description="Pooled connections per process (not SQLite).")
+    db_max_overflow: int = Field(20, ge=0, description="Connections beyond the pool under load.")
+    db_pool_timeout_s: float = Field(10.0, gt=0, description="Wait for a pooled connection before 503.")
+    db_pool_recycle_s: int = Field(1800, ge=-1, description="Reconnect pooled connections older than this.")
+
+    # logging
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, with job ids.")
+    log_level: str = Field("INFO", description="Root log level.")
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> "Settings":
         if self.env != "dev" and self.key_pepper.get_secret_value() == DEV_KEY_PEPPER:
             raise ValueError("SYNTHAUG_KEY_PEPPER must be set to a secret value outside dev")
+        if self.stale_after_s < 2 * self.heartbeat_interval_s:
+            raise ValueError("SYNTHAUG_STALE_AFTER_S must be at least twice SYNTHAUG_HEARTBEAT_INTERVAL_S")
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("SYNTHAUG_TASK_SOFT_TIME_LIMIT_S must be below SYNTHAUG_TASK_TIME_LIMIT_S")
         return self
 
     @property

@@ -1,35 +1,34 @@
+"""Liveness, readiness and Prometheus metrics; none needs an API key."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.deps import DatabaseDep, SessionDep
+from app import metrics
+from app.deps import DatabaseDep, SettingsDep
 from app.errors import ServiceUnavailable
-from app.metrics import refresh_job_gauges
+from app.services import readiness
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/healthz")
 def healthz():
-    """The process is up."""
+    """The process is up (it touches nothing else: a database outage does not make it fail)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-def readyz(db: DatabaseDep):
-    """The database answers."""
-    try:
-        with db.transaction() as session:
-            session.execute(text("SELECT 1"))
-    except Exception as exc:
-        raise ServiceUnavailable(f"database not reachable: {type(exc).__name__}") from exc
-    return {"status": "ready"}
+def readyz(db: DatabaseDep, settings: SettingsDep):
+    """The database answers and, in distributed mode, the broker does; 503 names what does not."""
+    result = readiness.check(db, settings)
+    if not result.ready:
+        raise ServiceUnavailable("; ".join(result.problems), extra={"checks": result.checks})
+    return {"status": "ready", "checks": result.checks}
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(session: SessionDep):
-    """Prometheus exposition: request counters and job/generation counts by status."""
-    refresh_job_gauges(session)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def prometheus_metrics(db: DatabaseDep, settings: SettingsDep):
+    """Prometheus exposition: request counters and latency, jobs, samples, training speed, queue depths."""
+    return Response(metrics.exposition(db, settings), media_type=CONTENT_TYPE_LATEST)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 _PENDING = "synthaug_pending_enqueues"
 _QUEUE = "synthaug_queue"
@@ -17,11 +20,26 @@ class JobQueue(Protocol):
 
     def enqueue(self, task_name: str, object_id: str) -> None: ...
 
+    def revoke(self, task_name: str, object_id: str) -> None:
+        """Drop a queued task's message if the queue can (its row says cancelled either way)."""
 
-def create_db_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL, a busy timeout and real SAVEPOINT support."""
+
+def pool_options(settings: "Settings") -> dict[str, Any]:
+    """Connection-pool settings of a server database (Postgres); SQLite ignores them."""
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+        "pool_recycle": settings.db_pool_recycle_s,
+    }
+
+
+def create_db_engine(url: str, pool: dict[str, Any] | None = None) -> Engine:
+    """An engine; a server database gets a pool that pings a connection before handing it out (a
+    restarted server costs one failed ping, not a failed request); SQLite gets WAL, a busy timeout
+    and real SAVEPOINT support."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, **(pool or {}))
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -47,11 +65,16 @@ def create_db_engine(url: str) -> Engine:
 class Database:
     """Owns the engine and the session factory of one process."""
 
-    def __init__(self, url: str, queue: JobQueue | None = None) -> None:
+    def __init__(self, url: str, queue: JobQueue | None = None, pool: dict[str, Any] | None = None) -> None:
         self.url = url
-        self.engine = create_db_engine(url)
+        self.engine = create_db_engine(url, pool)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self.queue = queue
+
+    @classmethod
+    def of(cls, settings: "Settings", queue: JobQueue | None = None) -> "Database":
+        """The database the settings name, pooled as they say."""
+        return cls(settings.resolved_database_url, queue, pool_options(settings))
 
     def new_session(self) -> Session:
         session = self.sessionmaker()
@@ -77,7 +100,12 @@ class Database:
 
 def enqueue_after_commit(session: Session, task_name: str, object_id: str) -> None:
     """Send ``object_id`` to the queue once this session's transaction commits, never before."""
-    session.info.setdefault(_PENDING, []).append((task_name, object_id))
+    session.info.setdefault(_PENDING, []).append(("enqueue", task_name, object_id))
+
+
+def revoke_after_commit(session: Session, task_name: str, object_id: str) -> None:
+    """Withdraw ``object_id``'s queued message once this session's transaction (the cancel) commits."""
+    session.info.setdefault(_PENDING, []).append(("revoke", task_name, object_id))
 
 
 @event.listens_for(Session, "after_commit")
@@ -86,8 +114,8 @@ def _send_pending(session: Session) -> None:
     queue = session.info.get(_QUEUE)
     if queue is None:
         return
-    for task_name, object_id in pending:
-        queue.enqueue(task_name, object_id)
+    for action, task_name, object_id in pending:
+        getattr(queue, action)(task_name, object_id)
 
 
 @event.listens_for(Session, "after_rollback")

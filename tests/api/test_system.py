@@ -1,12 +1,58 @@
-"""GET /healthz, GET /readyz, GET /metrics."""
+"""GET /healthz, GET /readyz, GET /metrics, and a database outage as a 503 on any route."""
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
+import os
+import socket
+import uuid
+from collections.abc import Iterator
 
+import pytest
+import redis
+from celery import Celery
+from fastapi.testclient import TestClient
+from kombu.transport.redis import Channel
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+
+from app.db.models import CorpusReport, Sample, Tenant
 from app.db.session import Database
+from app.deps import SessionDep
 from app.main import create_app
-from tests.api.factories import queued_job
+from app.settings import Settings
+from tests.api.factories import insert_corpus, insert_generation, queued_job, update_job
+
+# A database of the shared Redis that no worker reads: messages sent here are never consumed, and
+# the queue-depth test empties it.
+REDIS_URL = os.environ.get("SYNTHAUG_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+UNREACHABLE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=2"
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable_db() -> Iterator[Database]:
+    database = Database(UNREACHABLE_POSTGRES)
+    yield database
+    database.dispose()
+
+
+def client_with(settings: Settings, db: Database, **overrides) -> TestClient:
+    return TestClient(create_app(settings.model_copy(update=overrides), db=db))
+
+
+def sample(body: str, name: str, **labels: str) -> float | None:
+    """The value of series ``name{labels}`` in a Prometheus text body, None when absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    series = f"{name}{{{wanted}}}" if labels else name
+    for line in body.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return None
 
 
 class TestHealthz:
@@ -15,23 +61,95 @@ class TestHealthz:
         assert response.status_code == 200
         assert response.json() == {"status": "ok"}
 
+    def test_ok_while_the_database_is_down(self, settings, unreachable_db):
+        with client_with(settings, unreachable_db) as client:
+            assert client.get("/healthz").status_code == 200
+
 
 class TestReadyz:
     def test_ready_when_the_database_answers(self, client):
         response = client.get("/readyz")
         assert response.status_code == 200
-        assert response.json() == {"status": "ready"}
+        assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "not configured"}}
 
-    def test_503_when_it_does_not(self, settings):
-        unreachable = Database("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=2")
-        try:
-            with TestClient(create_app(settings, db=unreachable)) as client:
-                response = client.get("/readyz")
-        finally:
-            unreachable.dispose()
+    def test_503_naming_the_database_when_it_does_not(self, settings, unreachable_db):
+        with client_with(settings, unreachable_db) as client:
+            response = client.get("/readyz")
         assert response.status_code == 503
-        assert response.json()["error"] == "ServiceUnavailable"
-        assert "database not reachable" in response.json()["detail"]
+        body = response.json()
+        assert body["error"] == "ServiceUnavailable"
+        assert body["detail"] == "database not reachable: OperationalError"
+        assert body["checks"] == {"database": "failed: OperationalError", "broker": "not configured"}
+
+    def test_ready_with_a_broker_that_answers(self, settings, db):
+        with client_with(settings, db, broker_url=REDIS_URL) as client:
+            response = client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+    def test_503_naming_the_broker_without_its_password(self, settings, db):
+        url = f"redis://:hunter2@127.0.0.1:{closed_port()}/0"
+        with client_with(settings, db, broker_url=url, broker_timeout_s=1.0) as client:
+            response = client.get("/readyz")
+        assert response.status_code == 503
+        body = response.json()
+        masked = url.replace("hunter2", "***")
+        assert body["detail"] == f"broker not reachable at {masked}: ConnectionError"
+        assert body["checks"] == {"database": "ok", "broker": "failed: ConnectionError"}
+        assert "hunter2" not in response.text
+
+    def test_both_failures_are_named(self, settings, unreachable_db):
+        url = f"redis://127.0.0.1:{closed_port()}/0"
+        with client_with(settings, unreachable_db, broker_url=url, broker_timeout_s=1.0) as client:
+            response = client.get("/readyz")
+        assert response.status_code == 503
+        detail = response.json()["detail"]
+        assert detail.startswith("database not reachable: OperationalError; broker not reachable at ")
+
+
+class TestDatabaseOutage:
+    def test_an_authenticated_request_is_a_503_to_retry(self, settings, unreachable_db):
+        with client_with(settings, unreachable_db) as client:
+            response = client.get("/datasets", headers={"Authorization": "Bearer sk-whatever"})
+        assert response.status_code == 503
+        assert response.json() == {
+            "error": "ServiceUnavailable",
+            "detail": "the database is unavailable: OperationalError; retry shortly",
+        }
+        assert int(response.headers["Retry-After"]) > 0
+
+    def test_an_exhausted_pool_is_a_503(self, settings, migrated_url):
+        if migrated_url.startswith("sqlite"):
+            pytest.skip("SQLite has no connection pool limit")
+        # One pooled connection, held by the test: a request cannot get one within the pool timeout.
+        database = Database.of(
+            Settings(database_url=migrated_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout_s=0.5)
+        )
+        held = database.engine.connect()
+        try:
+            with client_with(settings, database) as client:
+                response = client.get("/datasets", headers={"Authorization": "Bearer sk-whatever"})
+        finally:
+            held.close()
+            database.dispose()
+        assert response.status_code == 503
+        assert response.json()["detail"] == (
+            "the database is unavailable: no free connection in the pool; retry shortly"
+        )
+
+    def test_an_integrity_error_stays_a_server_error(self, settings, db):
+        app = create_app(settings, db=db)
+
+        @app.post("/test-duplicate-tenant")
+        def duplicate_tenant(session: SessionDep):
+            name = f"dup-{uuid.uuid4().hex}"
+            session.add_all([Tenant(name=name), Tenant(name=name)])
+            session.flush()
+
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = client.post("/test-duplicate-tenant")
+        assert response.status_code == 500
+        assert "Retry-After" not in response.headers
 
 
 class TestMetrics:
@@ -43,14 +161,92 @@ class TestMetrics:
         body = response.text
         assert "# TYPE synthaug_http_requests_total counter" in body
         assert 'synthaug_http_requests_total{method="GET",route="/healthz",status="200"}' in body
+        assert "# TYPE synthaug_http_request_seconds histogram" in body
         assert "# TYPE synthaug_jobs gauge" in body
+        assert sample(body, "synthaug_source_up", source="database") == 1.0
+        names = [family.name for family in text_string_to_metric_families(body)]
+        assert len(names) == len(set(names))
 
     def test_job_gauges_follow_the_database(self, client, auth):
         job = queued_job(client, auth)
         body = client.get("/metrics").text
-        assert 'synthaug_jobs{kind="finetune",status="queued"} 1.0' in body
+        assert sample(body, "synthaug_jobs", kind="finetune", status="queued") == 1.0
         client.post(f"/finetune-jobs/{job['id']}/cancel", headers=auth)
         body = client.get("/metrics").text
-        assert 'synthaug_jobs{kind="finetune",status="queued"} 0.0' in body
-        assert 'synthaug_jobs{kind="finetune",status="cancelled"} 1.0' in body
-        assert 'synthaug_jobs{kind="generation",status="queued"} 0.0' in body
+        assert sample(body, "synthaug_jobs", kind="finetune", status="queued") == 0.0
+        assert sample(body, "synthaug_jobs", kind="finetune", status="cancelled") == 1.0
+        assert sample(body, "synthaug_jobs", kind="generation", status="queued") == 0.0
+
+    def test_reports_are_jobs_too(self, client, db, tenant_id):
+        corpus_id = insert_corpus(db, tenant_id)
+        with db.transaction() as session:
+            session.add(CorpusReport(tenant_id=tenant_id, corpus_id=corpus_id, status="running"))
+        body = client.get("/metrics").text
+        assert sample(body, "synthaug_jobs", kind="report", status="running") == 1.0
+        assert sample(body, "synthaug_jobs", kind="report", status="queued") == 0.0
+
+    def test_samples_by_status_match_the_sample_rows(self, client, db, tenant_id, adapter_id):
+        corpus_id = insert_corpus(db, tenant_id)
+        insert_generation(db, tenant_id, adapter_id, corpus_id, "control", ["a b c", "d e f", "g h i"],
+                          rejected=[("j k l", "degenerate")])
+        insert_generation(db, tenant_id, adapter_id, corpus_id, "impaired", ["m n o"],
+                          rejected=[("p q r", "memorized"), ("s t u", "label_mismatch")])
+        with db.transaction() as session:
+            rows = dict(session.execute(select(Sample.status, func.count()).group_by(Sample.status)).all())
+        assert rows == {"accepted": 4, "rejected": 3}
+        body = client.get("/metrics").text
+        assert sample(body, "synthaug_samples", status="accepted") == 4.0
+        assert sample(body, "synthaug_samples", status="rejected") == 3.0
+
+    def test_tokens_per_second_of_running_jobs_only(self, client, db, auth):
+        job = queued_job(client, auth)
+        assert sample(client.get("/metrics").text, "synthaug_training_tokens_per_second", job_id=job["id"]) is None
+        update_job(db, job["id"], status="running", metrics={"loss": 1.5, "tokens_per_second": 812.5})
+        body = client.get("/metrics").text
+        assert sample(body, "synthaug_training_tokens_per_second", job_id=job["id"]) == 812.5
+        update_job(db, job["id"], status="succeeded")
+        body = client.get("/metrics").text
+        assert sample(body, "synthaug_training_tokens_per_second", job_id=job["id"]) is None
+
+    def test_no_queue_depth_without_a_broker(self, client):
+        body = client.get("/metrics").text
+        assert "synthaug_queue_depth" not in body
+        assert sample(body, "synthaug_source_up", source="broker") is None
+
+    def test_queue_depth_counts_every_priority_list_kombu_writes(self, settings, db):
+        keys = redis.Redis.from_url(REDIS_URL)
+        keys.flushdb()
+        sender = Celery("metrics-test", broker=REDIS_URL)
+        try:
+            for priority in (0, 5, 9):
+                sender.send_task("finetune.run", args=["ftjob_x"], queue="train", priority=priority)
+            sender.send_task("generation.run", args=["gen_x"], queue="generate")
+            assert any(Channel.sep.encode() in key for key in keys.keys("train*")), "kombu wrote no priority list"
+            with client_with(settings, db, broker_url=REDIS_URL) as client:
+                body = client.get("/metrics").text
+        finally:
+            sender.close()
+            keys.flushdb()
+            keys.close()
+        assert sample(body, "synthaug_queue_depth", queue="train") == 3.0
+        assert sample(body, "synthaug_queue_depth", queue="generate") == 1.0
+        assert sample(body, "synthaug_queue_depth", queue="default") == 0.0
+        assert sample(body, "synthaug_source_up", source="broker") == 1.0
+
+    def test_a_broker_error_leaves_the_rest(self, settings, db):
+        url = f"redis://127.0.0.1:{closed_port()}/0"
+        with client_with(settings, db, broker_url=url, broker_timeout_s=1.0) as client:
+            response = client.get("/metrics")
+        assert response.status_code == 200
+        assert "synthaug_queue_depth" not in response.text
+        assert sample(response.text, "synthaug_source_up", source="broker") == 0.0
+        assert sample(response.text, "synthaug_jobs", kind="finetune", status="queued") is not None
+
+    def test_a_database_outage_leaves_the_process_metrics(self, settings, unreachable_db):
+        with client_with(settings, unreachable_db) as client:
+            client.get("/healthz")
+            response = client.get("/metrics")
+        assert response.status_code == 200
+        assert 'synthaug_http_requests_total{method="GET",route="/healthz",status="200"}' in response.text
+        assert sample(response.text, "synthaug_source_up", source="database") == 0.0
+        assert "synthaug_jobs{" not in response.text

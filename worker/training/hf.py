@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -170,6 +171,8 @@ class _EventCallback(TrainerCallback):
         self.should_stop = should_stop
         self.stopped = False
         self.last_eval: dict[str, float] = {}
+        # (time.monotonic(), num_tokens) at the previous training log
+        self._previous_log: tuple[float, int] | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -182,7 +185,7 @@ class _EventCallback(TrainerCallback):
                     epoch=state.epoch,
                     loss=_finite(logs["loss"]),
                     learning_rate=logs.get("learning_rate"),
-                    data={"grad_norm": _finite(logs.get("grad_norm"))},
+                    data={"grad_norm": _finite(logs.get("grad_norm")), **self._throughput(logs)},
                 )
             )
         if "eval_loss" in logs:
@@ -196,6 +199,29 @@ class _EventCallback(TrainerCallback):
                     eval_loss=_finite(logs["eval_loss"]),
                 )
             )
+
+    def _throughput(self, logs: dict[str, Any]) -> dict[str, float | int]:
+        """num_tokens, and tokens per second since the previous log (from the second log on).
+
+        SFTTrainer logs ``num_tokens``: the tokens (attention mask) it has trained on so far in this
+        ``train()`` call, summed over processes.
+        """
+        if logs.get("num_tokens") is None:
+            return {}
+        now, tokens = time.monotonic(), int(logs["num_tokens"])
+        previous, self._previous_log = self._previous_log, (now, tokens)
+        if previous is None or now <= previous[0] or tokens < previous[1]:
+            return {"num_tokens": tokens}
+        return {"num_tokens": tokens, "tokens_per_second": (tokens - previous[1]) / (now - previous[0])}
+
+    def _restart_clock(self) -> None:
+        # An evaluation or a checkpoint runs right after a step's log and trains on nothing: the
+        # next rate counts from its end, so epoch boundaries do not dip.
+        if self._previous_log is not None:
+            self._previous_log = (time.monotonic(), self._previous_log[1])
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._restart_clock()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.should_stop():
@@ -213,6 +239,7 @@ class _EventCallback(TrainerCallback):
         self.on_event(
             TrainEvent("checkpoint", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch, path=str(path))
         )
+        self._restart_clock()
 
 
 def _write_manifest(adapter_dir: Path, spec: TrainSpec, model_dir: Path) -> None:
