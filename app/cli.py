@@ -37,7 +37,7 @@ def keys_create(tenant: str = typer.Option("default", help="Tenant name (created
     from app.services.auth import create_key
 
     settings = get_settings()
-    db = Database(settings.resolved_database_url)
+    db = Database.of(settings)
     with db.transaction() as session:
         _tenant, raw = create_key(session, tenant, settings.key_pepper.get_secret_value(), name)
     db.dispose()
@@ -118,7 +118,7 @@ def report(
     from worker.reporting.page import write_report_files
 
     settings = get_settings()
-    db = Database(settings.resolved_database_url)
+    db = Database.of(settings)
     try:
         with db.transaction() as session:
             corpus = session.get(Corpus, corpus_id)
@@ -146,25 +146,81 @@ def report(
 
 @cli.command()
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Start the API; in embedded mode also migrate, start the runner and print a first key."""
+    """Start the API. Embedded (no SYNTHAUG_BROKER_URL): also migrate, run jobs in this process and
+    print a first key. Distributed: the API only; jobs go to the Celery workers through the broker."""
     import uvicorn
 
+    from app.logs import configure_logging
     from app.main import create_app
-    from worker.local import start_embedded
 
     settings = get_settings()
+    configure_logging(settings)
     if not settings.embedded:
-        # Without workers every job would wait in "queued" forever; say so instead.
-        typer.echo("SYNTHAUG_BROKER_URL is set, but Celery workers are not available in this version; "
-                   "unset it to run embedded.", err=True)
-        raise typer.Exit(2)
+        from app.db.session import Database
+        from worker.celery_app import CeleryQueue, celery_app
+
+        # Migrations are their own step here (`synthaug db upgrade`, the compose `migrate` service).
+        uvicorn.run(create_app(settings, db=Database.of(settings, CeleryQueue(celery_app))), host=host, port=port,
+                    log_config=None)
+        return
+    from worker.local import start_embedded
+
     stack = start_embedded(settings)
     if stack.first_key:
         typer.echo(f"API key for tenant 'default' (shown once): {stack.first_key}")
     try:
-        uvicorn.run(create_app(settings, db=stack.db), host=host, port=port)
+        uvicorn.run(create_app(settings, db=stack.db), host=host, port=port, log_config=None)
     finally:
         stack.runner.stop()
+
+
+@cli.command()
+def worker(
+    queues: str = typer.Option("train,generate,default", help="Comma-separated queues to consume: train, generate, default."),
+    concurrency: int = typer.Option(1, min=1, help="Tasks run at once (processes); 1 per GPU for train and generate."),
+    name: str = typer.Option("synthaug@%h", help="Celery node name (%h: this host's name)."),
+    pool: str = typer.Option("prefork", help="Celery pool: prefork (time limits, a lost child gives its task back) or solo."),
+    beat: bool = typer.Option(False, help="Also run Celery beat (the reaper) in this worker; only one in the deployment."),
+) -> None:
+    """A Celery worker (distributed mode): runs the jobs of the given queues from SYNTHAUG_BROKER_URL."""
+    from app.logs import configure_logging
+    from app.services.queues import QUEUES
+
+    settings = get_settings()
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if not chosen or unknown:
+        typer.echo(f"--queues: unknown queue '{unknown[0] if unknown else queues}' (known: {', '.join(QUEUES)})",
+                   err=True)
+        raise typer.Exit(2)
+    if settings.embedded:
+        typer.echo("SYNTHAUG_BROKER_URL is not set: a worker needs the broker (e.g. redis://127.0.0.1:6379/0).", err=True)
+        raise typer.Exit(2)
+    configure_logging(settings)
+    from worker.celery_app import celery_app
+
+    argv = ["worker", "--queues", ",".join(chosen), "--concurrency", str(concurrency), "--hostname", name,
+            "--pool", pool, "--loglevel", settings.log_level, "--without-gossip"]
+    if beat:
+        argv += ["--beat", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
+    celery_app.worker_main(argv)
+
+
+@cli.command()
+def beat() -> None:
+    """Celery beat: schedules the reaper (stale jobs sent again or failed). Run exactly one."""
+    from app.logs import configure_logging
+
+    settings = get_settings()
+    if settings.embedded:
+        typer.echo("SYNTHAUG_BROKER_URL is not set: beat needs the broker.", err=True)
+        raise typer.Exit(2)
+    configure_logging(settings)
+    from worker.celery_app import celery_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    celery_app.start(["beat", "--schedule", str(settings.data_dir / "celerybeat-schedule"),
+                      "--loglevel", settings.log_level])
 
 
 @cli.command()

@@ -30,9 +30,13 @@ class RecordingQueue:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
+        self.revoked: list[tuple[str, str]] = []
 
     def enqueue(self, task_name: str, object_id: str) -> None:
         self.sent.append((task_name, object_id))
+
+    def revoke(self, task_name: str, object_id: str) -> None:
+        self.revoked.append((task_name, object_id))
 
 
 def reset_postgres(url: str) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
+import uuid
 from typing import Any
 
 from app.db.session import Database
@@ -18,6 +21,12 @@ class WorkerContext:
         self._samplers: dict[str, Any] = {}
         self._embedder: Any = None
         self._lock = threading.Lock()
+
+    @staticmethod
+    def new_owner() -> str:
+        """A token naming one run of one task here: node, process and a fresh id (two deliveries of
+        the same task in one process are two owners)."""
+        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def sampler(self, name: str) -> Any:
         """The process's sampler of that name (each owns its loaded models or server connection)."""

@@ -1,21 +1,103 @@
-"""The one rule by which every task takes its row (fine-tune job, generation, report) to running."""
+"""The rules by which a task takes its row (fine-tune job, generation, report) to running and keeps it.
+
+Celery on Redis delivers at least once: a task can arrive twice, or again while it still runs
+(visibility timeout). The row decides who runs it: a claim takes a queued row, or a running one
+whose heartbeat went stale (its worker died); it leaves a running row with a fresh heartbeat to
+the worker that owns it. While it runs, a heartbeat thread keeps the row fresh, and notices when
+the row was taken from it (the reaper re-queued it, or another worker took it over).
+"""
 
 from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Iterator
+
+from sqlalchemy import update
 
 from app.db.base import utcnow
 from app.db.models import TERMINAL_STATUSES, RunState
 
+if TYPE_CHECKING:
+    from app.db.session import Database
 
-def claim(row: RunState | None, max_attempts: int) -> bool:
-    """Move a queued/running row to running, counting the attempt; False when there is nothing to run."""
+log = logging.getLogger(__name__)
+
+
+def is_fresh(row: RunState, stale_after_s: float) -> bool:
+    """True when the row's heartbeat is recent enough that a live worker owns it."""
+    return row.heartbeat_at is not None and utcnow() - row.heartbeat_at < timedelta(seconds=stale_after_s)
+
+
+def claim(row: RunState | None, max_attempts: int, owner: str, stale_after_s: float) -> bool:
+    """Take a queued row, or a running one whose worker died, counting the attempt; False when there
+    is nothing for this delivery to run (finished, owned by a live worker, cancelled, or out of attempts)."""
     if row is None or row.status in TERMINAL_STATUSES:
         return False
+    if row.status == "running" and is_fresh(row, stale_after_s):
+        age = (utcnow() - row.heartbeat_at).total_seconds()
+        log.info("%s %s is running on %s (heartbeat %.1f s ago); this delivery leaves it",
+                 type(row).__name__, row.id, row.owner, age)
+        return False
+    if getattr(row, "cancel_requested", False):
+        row.status, row.finished_at, row.owner = "cancelled", utcnow(), None
+        return False
     if row.attempts >= max_attempts:
-        row.status, row.finished_at = "failed", utcnow()
+        row.status, row.finished_at, row.owner = "failed", utcnow(), None
         row.error = f"gave up after {row.attempts} attempts (the worker stopped each time)"
         return False
     row.attempts += 1
-    row.status = "running"
+    row.status, row.owner = "running", owner
     row.started_at = row.started_at or utcnow()
     row.heartbeat_at = utcnow()
     return True
+
+
+def owns(row: RunState | None, owner: str) -> bool:
+    """True while ``owner`` still runs the row (nobody re-queued it or took it over)."""
+    return row is not None and row.status == "running" and row.owner == owner
+
+
+class Heartbeat:
+    """A thread that writes the row's heartbeat every interval while its owner runs it."""
+
+    def __init__(self, db: "Database", model: type, row_id: str, owner: str, interval_s: float) -> None:
+        self.db, self.model, self.row_id, self.owner, self.interval_s = db, model, row_id, owner, interval_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        # The thread logs with the job's context (job id, task) of the run that started it.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                        name=f"heartbeat-{row_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                with self.db.transaction() as s:
+                    result = s.execute(
+                        update(self.model)
+                        .where(self.model.id == self.row_id, self.model.owner == self.owner,
+                               self.model.status == "running")
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception as exc:  # a database outage: keep beating, the row is still ours
+                log.warning("heartbeat of %s failed: %s: %s", self.row_id, type(exc).__name__, exc)
+                continue
+            if result.rowcount == 0:
+                log.warning("%s %s is no longer ours (%s); stopping", self.model.__name__, self.row_id, self.owner)
+                self.lost.set()
+                return
+
+
+@contextmanager
+def heartbeat(db: "Database", model: type, row_id: str, owner: str, interval_s: float) -> Iterator[Heartbeat]:
+    """Beat for the row while the block runs; ``.lost`` is set when the row is no longer ours."""
+    beat = Heartbeat(db, model, row_id, owner, interval_s)
+    beat._thread.start()
+    try:
+        yield beat
+    finally:
+        beat._stop.set()
+        beat._thread.join()

@@ -11,6 +11,7 @@ from app.db import repositories as repo
 from app.db.migrate import upgrade
 from app.db.models import CorpusReport, FinetuneJob, Generation
 from app.db.session import Database
+from app.logs import job_context
 from app.services import finetune_jobs, generations, reports
 from app.services.auth import create_key
 from app.settings import Settings
@@ -34,6 +35,9 @@ class LocalRunner:
             raise ValueError(f"unknown task '{task_name}'")
         self._queue.put((task_name, object_id))
 
+    def revoke(self, task_name: str, object_id: str) -> None:
+        """Nothing to withdraw: the task finds its row cancelled and does nothing."""
+
     def start(self) -> None:
         """Re-enqueue what a previous process left queued or running, then start working."""
         self.recover()
@@ -41,11 +45,17 @@ class LocalRunner:
         self._thread.start()
 
     def recover(self) -> list[str]:
-        """Jobs left queued or running (e.g. by a crash) go back on the queue; returns their ids."""
+        """Jobs left queued or running (e.g. by a crash) go back on the queue; returns their ids.
+
+        This runner is the only worker of its database, so a row left running has no live owner
+        whatever its heartbeat says: its heartbeat is cleared so the next claim takes it over."""
+        pending = []
         with self.ctx.db.transaction() as s:
-            pending = [(finetune_jobs.TASK_NAME, j.id) for j in repo.unfinished(s, FinetuneJob)]
-            pending += [(generations.TASK_NAME, g.id) for g in repo.unfinished(s, Generation)]
-            pending += [(reports.TASK_NAME, r.id) for r in repo.unfinished(s, CorpusReport)]
+            for task_name, model in ((finetune_jobs.TASK_NAME, FinetuneJob), (generations.TASK_NAME, Generation),
+                                     (reports.TASK_NAME, CorpusReport)):
+                for row in repo.unfinished(s, model):
+                    row.heartbeat_at = None
+                    pending.append((task_name, row.id))
         for task_name, object_id in pending:
             self.enqueue(task_name, object_id)
         return [object_id for _, object_id in pending]
@@ -77,7 +87,8 @@ class LocalRunner:
             try:
                 if (task_name, object_id) == _STOP:
                     return
-                TASKS[task_name](self.ctx, object_id)
+                with job_context(task=task_name, job_id=object_id):
+                    TASKS[task_name](self.ctx, object_id)
             except Exception:
                 log.exception("task %s(%s) crashed", task_name, object_id)
             finally:
@@ -95,7 +106,7 @@ def start_embedded(settings: Settings) -> EmbeddedStack:
     """Embedded mode: migrate, create the first API key if there is none, start the runner."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
+    db = Database.of(settings)
     runner = LocalRunner(WorkerContext(settings, db))
     db.queue = runner
     first_key = None

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from app.db import repositories as repo
 from app.db.base import utcnow
-from app.db.models import TERMINAL_STATUSES, Adapter, Checkpoint, FinetuneJob, Generation
+from app.db.models import Adapter, Checkpoint, FinetuneJob, Generation
 from app.domain.hyperparameters import Hyperparameters
 from app.domain.post_filters import PostFilter, RealText, sample_ref
 from app.domain.sampling import FilterSettings, SamplingParams, sample_seed
@@ -23,7 +23,7 @@ from app.errors import InvalidInput
 from app.services import finetune_jobs, generations, prompt_sets, reports
 from app.services.token_counts import load_model_tokenizer
 from worker.context import WorkerContext
-from worker.lifecycle import claim
+from worker.lifecycle import Heartbeat, claim, heartbeat, owns
 from worker.reporting.corpus_report import run_report
 
 log = logging.getLogger(__name__)
@@ -32,50 +32,59 @@ log = logging.getLogger(__name__)
 # fine-tuning
 
 def run_finetune(ctx: WorkerContext, job_id: str) -> None:
-    """Train the job's adapter; register it on success."""
-    try:
-        prepared = _prepare_finetune(ctx, job_id)
-    except InvalidInput as exc:
-        _finish_job(ctx, job_id, "failed", error=exc.detail)
+    """Train the job's adapter; register it on success. A delivery that cannot claim the job does nothing."""
+    owner = ctx.new_owner()
+    resume = _claim_finetune(ctx, job_id, owner)
+    if resume is False:
         return
-    except Exception as exc:
-        log.exception("fine-tune %s could not start", job_id)
-        _finish_job(ctx, job_id, "failed", error=f"could not start: {type(exc).__name__}: {exc}")
-        return
-    if prepared is None:
-        return
-    spec, train, evaluation = prepared
-    reporter = _JobReporter(ctx, job_id)
-    try:
-        result = ctx.trainer(spec.method).train(spec, train, evaluation, reporter.on_event, reporter.should_stop)
-    except Exception as exc:
-        log.exception("fine-tune %s failed", job_id)
-        _finish_job(ctx, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        return
+    with heartbeat(ctx.db, FinetuneJob, job_id, owner, ctx.settings.heartbeat_interval_s) as beat:
+        try:
+            spec, train, evaluation = _prepare_finetune(ctx, job_id, resume)
+        except InvalidInput as exc:
+            _finish_job(ctx, job_id, owner, "failed", error=exc.detail)
+            return
+        except Exception as exc:
+            log.exception("fine-tune %s could not start", job_id)
+            _finish_job(ctx, job_id, owner, "failed", error=f"could not start: {type(exc).__name__}: {exc}")
+            return
+        reporter = _JobReporter(ctx, job_id, beat)
+        try:
+            result = ctx.trainer(spec.method).train(spec, train, evaluation, reporter.on_event, reporter.should_stop)
+        except Exception as exc:
+            log.exception("fine-tune %s failed", job_id)
+            _finish_job(ctx, job_id, owner, "failed", error=f"{type(exc).__name__}: {exc}")
+            return
+    if result.stopped and beat.lost.is_set():
+        return  # the job was taken from this worker; whoever has it now finishes it
     if result.stopped:
-        _finish_job(ctx, job_id, "cancelled", metrics=result.metrics)
+        _finish_job(ctx, job_id, owner, "cancelled", metrics=result.metrics)
     else:
-        _finish_job(ctx, job_id, "succeeded", metrics=result.metrics, adapter_dir=result.adapter_dir)
+        _finish_job(ctx, job_id, owner, "succeeded", metrics=result.metrics, adapter_dir=result.adapter_dir)
 
 
-def _prepare_finetune(ctx: WorkerContext, job_id: str):
-    """Claim the job and build its spec and examples; None when there is nothing to run."""
-    from worker.training.base import TrainSpec
-
-    db, settings = ctx.db, ctx.settings
-    with db.transaction() as s:
+def _claim_finetune(ctx: WorkerContext, job_id: str, owner: str) -> Path | None | bool:
+    """Claim the job: the checkpoint to resume from (None: from the start), or False when there is nothing to run."""
+    with ctx.db.transaction() as s:
         job = repo.lock_job(s, job_id)
-        if job is not None and job.cancel_requested and job.status not in TERMINAL_STATUSES:
-            job.status, job.finished_at = "cancelled", utcnow()
-            return None
-        if not claim(job, settings.max_attempts):
-            return None
+        if not claim(job, ctx.settings.max_attempts, owner, ctx.settings.stale_after_s):
+            return False
         checkpoints = repo.list_checkpoints(s, job_id)
         resume = Path(checkpoints[-1].path) if checkpoints else None
         finetune_jobs.add_event(
             s, job_id, "message",
             f"attempt {job.attempts}" + (f", resuming from step {checkpoints[-1].step}" if resume else ""),
+            {"attempt": job.attempts, "resumed_from_step": checkpoints[-1].step if resume else None, "owner": owner},
         )
+        return resume
+
+
+def _prepare_finetune(ctx: WorkerContext, job_id: str, resume: Path | None):
+    """The claimed job's spec and examples."""
+    from worker.training.base import TrainSpec
+
+    settings = ctx.settings
+    with ctx.db.transaction() as s:
+        job = s.get(FinetuneJob, job_id)
         train, evaluation = finetune_jobs.training_examples(s, job.tenant_id, job.dataset_id, job.prompt_set_id, job.seed)
         spec_args = dict(
             base_model=job.base_model, method=job.method, seed=job.seed,
@@ -105,12 +114,15 @@ def _check_lengths(ctx: WorkerContext, job_id: str, base_model: str, hp: Hyperpa
 
 
 def _finish_job(
-    ctx: WorkerContext, job_id: str, status: str, *, error: str | None = None,
+    ctx: WorkerContext, job_id: str, owner: str, status: str, *, error: str | None = None,
     metrics: dict | None = None, adapter_dir: Path | None = None,
 ) -> None:
     with ctx.db.transaction() as s:
         job = repo.lock_job(s, job_id)
-        job.status, job.finished_at, job.error = status, utcnow(), error
+        if not owns(job, owner):
+            log.warning("fine-tune %s was taken from this worker; its %s result is not written", job_id, status)
+            return
+        job.status, job.finished_at, job.error, job.owner = status, utcnow(), error, None
         if metrics:
             job.metrics = {**job.metrics, **metrics}
         if adapter_dir is not None and repo.get_adapter_for_job(s, job_id) is None:
@@ -124,8 +136,8 @@ def _finish_job(
 class _JobReporter:
     """Writes trainer events, progress, ETA, checkpoints and heartbeats; answers cancel checks."""
 
-    def __init__(self, ctx: WorkerContext, job_id: str) -> None:
-        self.ctx, self.job_id = ctx, job_id
+    def __init__(self, ctx: WorkerContext, job_id: str, beat: Heartbeat) -> None:
+        self.ctx, self.job_id, self.beat = ctx, job_id, beat
         self.started = time.monotonic()
         self.first_step: int | None = None
 
@@ -140,6 +152,8 @@ class _JobReporter:
                 self._progress(job, event.step, event.total_steps)
             if event.kind == "metrics" and event.loss is not None:
                 job.metrics = {**job.metrics, "loss": event.loss, "learning_rate": event.learning_rate}
+            if event.kind == "metrics" and event.data.get("tokens_per_second") is not None:
+                job.metrics = {**job.metrics, "tokens_per_second": event.data["tokens_per_second"]}
             if event.kind == "eval" and event.eval_loss is not None:
                 job.metrics = {**job.metrics, "eval_loss": event.eval_loss}
             if event.kind == "checkpoint" and event.path and event.step is not None:
@@ -157,8 +171,14 @@ class _JobReporter:
             job.eta_seconds = round(per_step * (total - step), 1)
 
     def should_stop(self) -> bool:
+        """Stop when the job is cancelled, or when it is no longer this worker's."""
+        if self.beat.lost.is_set():
+            return True
         with self.ctx.db.transaction() as s:
             job = s.get(FinetuneJob, self.job_id)
+            if not owns(job, self.beat.owner):
+                self.beat.lost.set()
+                return True
             job.heartbeat_at = utcnow()
             return bool(job.cancel_requested)
 
@@ -166,18 +186,29 @@ class _JobReporter:
 # generation
 
 def run_generation(ctx: WorkerContext, generation_id: str) -> None:
-    """Draw, judge and store candidates chunk by chunk until every label has its count or its budget is spent."""
-    try:
-        plan = _prepare_generation(ctx, generation_id)
-        if plan is not None:
-            while _draw_chunk(ctx, plan):
-                pass
-    except Exception as exc:
-        log.exception("generation %s failed", generation_id)
-        _finish_generation(ctx, generation_id, "failed", f"{type(exc).__name__}: {exc}")
-        return
-    if plan is not None:
-        _finish_generation(ctx, generation_id, "succeeded")
+    """Draw, judge and store candidates chunk by chunk until every label has its count or its budget
+    is spent, or the generation is cancelled. A delivery that cannot claim it does nothing."""
+    owner = ctx.new_owner()
+    with ctx.db.transaction() as s:
+        if not claim(s.get(Generation, generation_id, with_for_update=True), ctx.settings.max_attempts,
+                     owner, ctx.settings.stale_after_s):
+            return
+    with heartbeat(ctx.db, Generation, generation_id, owner, ctx.settings.heartbeat_interval_s) as beat:
+        try:
+            run = _prepare_generation(ctx, generation_id, owner)
+            outcome = "drawn"
+            while outcome == "drawn" and not beat.lost.is_set():
+                outcome = _draw_chunk(ctx, run)
+        except Exception as exc:
+            log.exception("generation %s failed", generation_id)
+            _finish_generation(ctx, generation_id, owner, "failed", f"{type(exc).__name__}: {exc}")
+            return
+    if outcome == "done":
+        _finish_generation(ctx, generation_id, owner, "succeeded")
+    elif outcome == "cancelled":
+        _finish_generation(ctx, generation_id, owner, "cancelled")
+    else:
+        log.warning("generation %s was taken from this worker; it stops here", generation_id)
 
 
 @dataclass
@@ -185,6 +216,7 @@ class _GenerationRun:
     """What a generation needs between chunks: its target, prompts, parameters, filter and sampler."""
 
     generation_id: str
+    owner: str
     sampler: Any
     target: Any
     messages: dict[str, list[dict[str, str]]]
@@ -194,15 +226,13 @@ class _GenerationRun:
     provenance: dict[str, Any]
 
 
-def _prepare_generation(ctx: WorkerContext, generation_id: str) -> _GenerationRun | None:
-    """Claim the generation, then build its filter, sampler and chunk size outside the transaction
+def _prepare_generation(ctx: WorkerContext, generation_id: str, owner: str) -> _GenerationRun:
+    """Read the claimed generation, then build its filter, sampler and chunk size outside the transaction
     (loading a model or fitting a classifier must not hold the row, or SQLite's write lock)."""
     from worker.sampling.base import SampleTarget
 
     with ctx.db.transaction() as s:
-        gen = s.get(Generation, generation_id, with_for_update=True)
-        if not claim(gen, ctx.settings.max_attempts):
-            return None
+        gen = s.get(Generation, generation_id)
         adapter = s.get(Adapter, gen.adapter_id)
         prompt_set = prompt_sets.load(prompt_sets.get(s, gen.tenant_id, adapter.prompt_set_id))
         messages = {label: prompt_set.inference_messages(label) for label in gen.counts}
@@ -227,19 +257,24 @@ def _prepare_generation(ctx: WorkerContext, generation_id: str) -> _GenerationRu
         gen = s.get(Generation, generation_id, with_for_update=True)
         gen.chunk_size = gen.chunk_size or chunk_size
         chunk_size = gen.chunk_size
-    return _GenerationRun(generation_id, sampler, target, messages, params, chunk_size, post_filter, provenance)
+    return _GenerationRun(generation_id, owner, sampler, target, messages, params, chunk_size, post_filter, provenance)
 
 
-def _draw_chunk(ctx: WorkerContext, run: _GenerationRun) -> bool:
-    """Draw and store one chunk; False when the generation has nothing left to draw."""
+def _draw_chunk(ctx: WorkerContext, run: _GenerationRun) -> str:
+    """Draw and store one chunk: "drawn", or why not: "done" (nothing left to draw), "cancelled",
+    or "lost" (the generation is no longer this worker's)."""
     from worker.sampling.base import SampleRequest
 
     with ctx.db.transaction() as s:
         gen = s.get(Generation, run.generation_id)
+        if not owns(gen, run.owner):
+            return "lost"
+        if gen.cancel_requested:
+            return "cancelled"
         state = generations.tallies(s, gen)
     chunk = generations.plan_chunk(state, run.chunk_size)
     if not chunk:
-        return False
+        return "done"
     seeds = [sample_seed(run.params.seed, label, index) for label, index in chunk]
     requests = [SampleRequest.of(run.messages[label], seed) for (label, _), seed in zip(chunk, seeds)]
     completions = run.sampler.sample(run.target, requests, run.params)
@@ -258,13 +293,19 @@ def _draw_chunk(ctx: WorkerContext, run: _GenerationRun) -> bool:
              "prompt": run.messages[label], "tokens": completion.tokens},
         ))
     with ctx.db.transaction() as s:
-        generations.record_chunk(s, s.get(Generation, run.generation_id, with_for_update=True), drawn)
-    return True
+        gen = s.get(Generation, run.generation_id, with_for_update=True)
+        if not owns(gen, run.owner):
+            return "lost"  # another worker draws these indexes now; its samples win
+        generations.record_chunk(s, gen, drawn)
+    return "drawn"
 
 
-def _finish_generation(ctx: WorkerContext, generation_id: str, status: str, error: str | None = None) -> None:
+def _finish_generation(ctx: WorkerContext, generation_id: str, owner: str, status: str, error: str | None = None) -> None:
     with ctx.db.transaction() as s:
         gen = s.get(Generation, generation_id, with_for_update=True)
+        if not owns(gen, owner):
+            log.warning("generation %s was taken from this worker; its %s result is not written", generation_id, status)
+            return
         generations.refresh_counts(s, gen)
         generations.finish(gen, status, error)
         if status == "succeeded" and ctx.settings.report_on_generation:

@@ -28,3 +28,10 @@ def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, 
 @router.get("/generations/{generation_id}", response_model=GenerationPublic)
 def get_generation(generation_id: str, session: SessionDep, tenant_id: TenantDep):
     return generations.get(session, tenant_id, generation_id)
+
+
+@router.post("/generations/{generation_id}/cancel", response_model=GenerationPublic)
+def cancel_generation(generation_id: str, session: SessionDep, tenant_id: TenantDep):
+    """A queued generation is cancelled at once; a running one stops before its next chunk and keeps
+    the samples it has stored."""
+    return generations.cancel(session, tenant_id, generation_id)

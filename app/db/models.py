@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, JSONType, new_id, utcnow
@@ -38,6 +38,11 @@ class RunState:
     created_at: Mapped[datetime] = _created()
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The worker run that holds the row while it is running (node, process, run token): a second
+    # delivery of the same task sees a fresh heartbeat of another owner and leaves the row alone.
+    owner: Mapped[str | None] = mapped_column(String(200), default=None)
+    # When the row's task was last sent to the queue (the reaper re-sends what waits too long).
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Tenant(Base):
@@ -198,6 +203,7 @@ class Generation(RunState, Base):
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     rejected: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
     budget_exhausted: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Sample(Base):

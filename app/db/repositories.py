@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import case, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -220,13 +222,17 @@ def generation_reject_counts(session: Session, generation_id: str) -> dict[str, 
     return {reason: count for reason, count in session.execute(stmt)}
 
 
-def existing_sample_keys(session: Session, generation_id: str, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
-    """Which (label, index) pairs of one chunk a generation already has."""
-    keys = list(keys)
-    stmt = select(Sample.label, Sample.index).where(
-        Sample.generation_id == generation_id, Sample.index.in_({index for _, index in keys})
-    )
-    return {(label, index) for label, index in session.execute(stmt)} & set(keys)
+def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert sample rows, skipping any whose (generation, label, index) is stored already; returns how
+    many were new. ON CONFLICT DO NOTHING, so two workers racing on one chunk cannot fail or duplicate."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[dialect]
+    stmt = insert(Sample).values(list(rows)).on_conflict_do_nothing(
+        index_elements=[Sample.generation_id, Sample.label, Sample.index]
+    ).returning(Sample.id)
+    return len(session.execute(stmt).all())
 
 
 def sample_texts(session: Session, corpus_id: str, label: str) -> Sequence[str]:

@@ -61,6 +61,7 @@ class GenerationPublic(ORMModel):
     batch_size: int | None
     chunk_size: int | None
     status: str
+    cancel_requested: bool = Field(description="Cancel was asked for; a running generation stops before its next chunk.")
     attempts: int
     error: str | None
     created_at: datetime

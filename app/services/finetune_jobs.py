@@ -12,9 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
+from app.db.base import utcnow
 from app.db.models import TERMINAL_STATUSES, Checkpoint, FinetuneJob, JobEvent
 from app.db.pagination import Page
-from app.db.session import Database, enqueue_after_commit
+from app.db.session import Database, enqueue_after_commit, revoke_after_commit
 from app.domain.base_models import UnknownBaseModel, resolve_base_model
 from app.domain.hyperparameters import Hyperparameters
 from app.domain.splits import SPLITS, SplitRecord, find_leaks
@@ -129,8 +130,9 @@ def cancel(session: Session, tenant_id: str, job_id: str) -> FinetuneJob:
         raise JobStateError(f"job '{job_id}' is already {job.status} and cannot be cancelled")
     job.cancel_requested = True
     if job.status == "queued":
-        job.status = "cancelled"
+        job.status, job.finished_at = "cancelled", utcnow()
         add_event(session, job.id, "message", "cancelled before it started")
+        revoke_after_commit(session, TASK_NAME, job.id)
     else:
         add_event(session, job.id, "message", "cancel requested; stopping after the current step")
     session.flush()

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
 from app.db.base import utcnow
-from app.db.models import Adapter, Corpus, FinetuneJob, Generation, Sample
-from app.db.session import enqueue_after_commit
+from app.db.models import TERMINAL_STATUSES, Adapter, Corpus, FinetuneJob, Generation
+from app.db.session import enqueue_after_commit, revoke_after_commit
 from app.domain.post_filters import Verdict
 from app.domain.sampling import FilterSettings, FinishReason, SamplerName, SamplingParams
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, JobStateError, NotFound
 from app.services import adapters, corpora, prompt_sets
 
 TASK_NAME = "generation.run"
@@ -102,6 +102,20 @@ def get(session: Session, tenant_id: str, generation_id: str) -> Generation:
     return generation
 
 
+def cancel(session: Session, tenant_id: str, generation_id: str) -> Generation:
+    """Queued: cancelled now and its message withdrawn. Running: stops before its next chunk."""
+    get(session, tenant_id, generation_id)
+    generation = session.get(Generation, generation_id, with_for_update=True)
+    if generation.status in TERMINAL_STATUSES:
+        raise JobStateError(f"generation '{generation_id}' is already {generation.status} and cannot be cancelled")
+    generation.cancel_requested = True
+    if generation.status == "queued":
+        finish(generation, "cancelled", "cancelled before it started")
+        revoke_after_commit(session, TASK_NAME, generation.id)
+    session.flush()
+    return generation
+
+
 # the worker's side
 
 @dataclass
@@ -166,24 +180,22 @@ class Drawn:
     provenance: dict[str, Any]
 
 
-def record_chunk(session: Session, generation: Generation, drawn: Iterable[Drawn]) -> list[Sample]:
-    """Store a chunk's candidates (those already stored are skipped) and update the counts."""
-    drawn = list(drawn)
-    have = repo.existing_sample_keys(session, generation.id, ((d.label, d.index) for d in drawn))
+def record_chunk(session: Session, generation: Generation, drawn: Iterable[Drawn]) -> int:
+    """Store a chunk's candidates and update the counts; a (label, index) already stored (a task
+    delivered twice) is skipped by the database itself. Returns how many rows were new."""
     rows = [
-        Sample(
+        dict(
             corpus_id=generation.corpus_id, generation_id=generation.id, index=d.index, label=d.label, text=d.text,
             status="accepted" if d.verdict.accepted else "rejected",
             reject_reason=None if d.verdict.accepted else d.verdict.reason.value,
             finish_reason=d.finish_reason.value, checks=d.verdict.checks, provenance=d.provenance,
+            created_at=utcnow(),
         )
         for d in drawn
-        if (d.label, d.index) not in have
     ]
-    session.add_all(rows)
-    session.flush()
+    inserted = repo.insert_samples(session, rows)
     refresh_counts(session, generation)
-    return rows
+    return inserted
 
 
 def refresh_counts(session: Session, generation: Generation) -> None:
@@ -198,6 +210,6 @@ def refresh_counts(session: Session, generation: Generation) -> None:
 
 def finish(generation: Generation, status: str, error: str | None = None) -> None:
     """Close a generation; a succeeded one that fell short of its counts says so."""
-    generation.status, generation.finished_at, generation.error = status, utcnow(), error
+    generation.status, generation.finished_at, generation.error, generation.owner = status, utcnow(), error, None
     if status == "succeeded":
         generation.budget_exhausted = generation.done < generation.n

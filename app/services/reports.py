@@ -31,8 +31,9 @@ def request(session: Session, tenant_id: str, corpus_id: str) -> CorpusReport:
         row = CorpusReport(tenant_id=corpus.tenant_id, corpus_id=corpus.id, status="queued", samples=0)
         session.add(row)
     elif row.status in TERMINAL_STATUSES:
-        row.status, row.attempts, row.error = "queued", 0, None
+        row.status, row.attempts, row.error, row.owner = "queued", 0, None, None
         row.started_at = row.finished_at = row.heartbeat_at = None
+        row.sent_at = utcnow()
     else:
         return row
     session.flush()
@@ -88,4 +89,4 @@ def of_corpus(session: Session, corpus_id: str, *, for_update: bool = False) -> 
 
 def finish(row: CorpusReport, report: dict[str, Any] | None, samples: int, error: str | None = None) -> None:
     row.status = "failed" if error else "succeeded"
-    row.report, row.samples, row.error, row.finished_at = report, samples, error, utcnow()
+    row.report, row.samples, row.error, row.finished_at, row.owner = report, samples, error, utcnow(), None

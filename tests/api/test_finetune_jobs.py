@@ -208,20 +208,23 @@ class TestIdempotency:
 
 
 class TestCancel:
-    def test_queued_job_is_cancelled_at_once(self, client, auth):
+    def test_queued_job_is_cancelled_at_once_and_its_message_revoked(self, client, auth, queue):
         job = queued_job(client, auth)
         response = client.post(f"/finetune-jobs/{job['id']}/cancel", headers=auth)
         assert response.status_code == 200
         assert (response.json()["status"], response.json()["cancel_requested"]) == ("cancelled", True)
+        assert response.json()["finished_at"] is not None
         events = client.get(f"/finetune-jobs/{job['id']}/events", headers=auth).json()["data"]
         assert events[-1]["message"] == "cancelled before it started"
+        assert queue.revoked == [("finetune.run", job["id"])]
 
-    def test_running_job_is_asked_to_stop(self, client, auth, db):
+    def test_running_job_is_asked_to_stop(self, client, auth, db, queue):
         job = queued_job(client, auth)
         update_job(db, job["id"], status="running", started_at=utcnow())
         response = client.post(f"/finetune-jobs/{job['id']}/cancel", headers=auth)
         assert response.status_code == 200
         assert (response.json()["status"], response.json()["cancel_requested"]) == ("running", True)
+        assert queue.revoked == []  # cooperative: the worker stops after its current step
 
     @pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
     def test_finished_job_is_409(self, client, auth, db, status):

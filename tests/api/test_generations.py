@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.db.models import Adapter, FinetuneJob
+from app.db.models import Adapter, FinetuneJob, Generation
 from tests.api.factories import insert_adapter, insert_corpus, write_adapter_files
 
 
@@ -144,3 +144,36 @@ class TestGetGeneration:
 
     def test_unknown_id_is_404(self, client, auth):
         assert client.get("/generations/gen_missing", headers=auth).status_code == 404
+
+
+class TestCancelGeneration:
+    def test_a_queued_generation_is_cancelled_at_once_and_its_message_revoked(self, client, auth, adapter_id, queue):
+        generation = generate(client, auth, adapter_id).json()
+        response = client.post(f"/generations/{generation['id']}/cancel", headers=auth)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["status"], body["cancel_requested"], body["finished_at"] is not None) == ("cancelled", True, True)
+        assert queue.revoked == [("generation.run", generation["id"])]
+        assert client.get(f"/generations/{generation['id']}", headers=auth).json()["status"] == "cancelled"
+
+    def test_a_running_generation_is_asked_to_stop(self, client, auth, db, adapter_id, queue):
+        generation = generate(client, auth, adapter_id).json()
+        with db.transaction() as s:
+            s.get(Generation, generation["id"]).status = "running"
+        body = client.post(f"/generations/{generation['id']}/cancel", headers=auth).json()
+        assert (body["status"], body["cancel_requested"]) == ("running", True)
+        assert queue.revoked == []
+
+    @pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
+    def test_a_finished_generation_is_409(self, client, auth, db, adapter_id, status):
+        generation = generate(client, auth, adapter_id).json()
+        with db.transaction() as s:
+            s.get(Generation, generation["id"]).status = status
+        response = client.post(f"/generations/{generation['id']}/cancel", headers=auth)
+        assert response.status_code == 409 and status in response.json()["detail"]
+
+    def test_another_tenants_generation_is_404(self, client, auth, other_auth, adapter_id):
+        generation = generate(client, auth, adapter_id).json()
+        response = client.post(f"/generations/{generation['id']}/cancel", headers=other_auth)
+        assert response.status_code == 404
+        assert client.get(f"/generations/{generation['id']}", headers=auth).json()["status"] == "queued"

@@ -80,3 +80,21 @@ class TestVllm:
         result = run(monkeypatch, tmp_path, "vllm", "serve", "--model", "no-such-model")
         assert result.exit_code == 1
         assert "unknown base model 'no-such-model'" in result.output
+
+
+class TestWorker:
+    def test_an_unknown_queue_is_named(self, monkeypatch, tmp_path):
+        monkeypatch.setenv("SYNTHAUG_BROKER_URL", "redis://127.0.0.1:6379/14")
+        result = run(monkeypatch, tmp_path, "worker", "--queues", "train,gpu")
+        assert result.exit_code == 2
+        assert "unknown queue 'gpu'" in result.output and "train, generate, default" in result.output
+
+    def test_without_a_broker_it_says_what_to_set(self, monkeypatch, tmp_path):
+        monkeypatch.delenv("SYNTHAUG_BROKER_URL", raising=False)
+        result = run(monkeypatch, tmp_path, "worker", "--queues", "train")
+        assert result.exit_code == 2 and "SYNTHAUG_BROKER_URL is not set" in result.output
+
+    def test_beat_without_a_broker_it_says_what_to_set(self, monkeypatch, tmp_path):
+        monkeypatch.delenv("SYNTHAUG_BROKER_URL", raising=False)
+        result = run(monkeypatch, tmp_path, "beat")
+        assert result.exit_code == 2 and "SYNTHAUG_BROKER_URL is not set" in result.output

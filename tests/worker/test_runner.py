@@ -155,7 +155,11 @@ class TestGenerate:
         with stack.db.transaction() as s:
             s.execute(delete(Sample).where(Sample.generation_id == gen["id"], Sample.index >= 2))
             row = s.get(Generation, gen["id"])
-            row.status, row.done = "running", 2
+            row.status, row.done, row.owner = "running", 2, "a-worker-that-is-still-alive"
+        run_generation(stack.ctx, gen["id"])  # its heartbeat is fresh: this delivery leaves it alone
+        assert len(texts(stack, gen["corpus_id"])) == 2
+        with stack.db.transaction() as s:
+            s.get(Generation, gen["id"]).heartbeat_at = None  # the worker died
         run_generation(stack.ctx, gen["id"])
         run_generation(stack.ctx, gen["id"])
         assert texts(stack, gen["corpus_id"]) == before

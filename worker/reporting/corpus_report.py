@@ -15,34 +15,44 @@ from app.domain.report.transcript import Transcript
 from app.domain.splits import SPLITS
 from app.services import reports
 from worker.context import WorkerContext
-from worker.lifecycle import claim
+from worker.lifecycle import claim, heartbeat, owns
 
 log = logging.getLogger(__name__)
 
 
 def run_report(ctx: WorkerContext, report_id: str) -> None:
     """Compute and store one corpus report; a failure is stored on the row, never half a report."""
+    owner = ctx.new_owner()
     with ctx.db.transaction() as s:
         row = s.get(CorpusReport, report_id, with_for_update=True)
-        if not claim(row, ctx.settings.max_attempts):
+        if not claim(row, ctx.settings.max_attempts, owner, ctx.settings.stale_after_s):
             return
         corpus_id = row.corpus_id
         inputs = gather_inputs(s, corpus_id)
-    try:
-        report = build_report(inputs, ctx.embedder(), seed=ctx.settings.report_seed,
-                              resamples=ctx.settings.report_bootstrap_resamples)
-        report["computed_at"] = utcnow().isoformat()
-        from worker.reporting.page import write_report_files
+    with heartbeat(ctx.db, CorpusReport, report_id, owner, ctx.settings.heartbeat_interval_s):
+        try:
+            report = build_report(inputs, ctx.embedder(), seed=ctx.settings.report_seed,
+                                  resamples=ctx.settings.report_bootstrap_resamples)
+            report["computed_at"] = utcnow().isoformat()
+            from worker.reporting.page import write_report_files
 
-        write_report_files(report, reports.directory(ctx.settings.resolved_artifact_dir, corpus_id))
-    except Exception as exc:
-        log.exception("report %s of corpus %s failed", report_id, corpus_id)
-        with ctx.db.transaction() as s:
-            reports.finish(s.get(CorpusReport, report_id, with_for_update=True), None, 0,
-                           f"{type(exc).__name__}: {exc}")
-        return
+            write_report_files(report, reports.directory(ctx.settings.resolved_artifact_dir, corpus_id))
+        except Exception as exc:
+            log.exception("report %s of corpus %s failed", report_id, corpus_id)
+            _finish(ctx, report_id, owner, None, 0, f"{type(exc).__name__}: {exc}")
+            return
+    _finish(ctx, report_id, owner, report, len(inputs.synthetic))
+
+
+def _finish(ctx: WorkerContext, report_id: str, owner: str, report: dict[str, Any] | None, samples: int,
+            error: str | None = None) -> None:
     with ctx.db.transaction() as s:
-        reports.finish(s.get(CorpusReport, report_id, with_for_update=True), report, len(inputs.synthetic))
+        row = s.get(CorpusReport, report_id, with_for_update=True)
+        if not owns(row, owner):
+            log.warning("report %s was taken from this worker (or requested again); its result is not written",
+                        report_id)
+            return
+        reports.finish(row, report, samples, error)
 
 
 def gather_inputs(session: Session, corpus_id: str) -> ReportInputs:
