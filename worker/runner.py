@@ -20,6 +20,7 @@ from app.domain.hyperparameters import Hyperparameters
 from app.domain.post_filters import PostFilter, RealText, sample_ref
 from app.domain.sampling import FilterSettings, SamplingParams, sample_seed
 from app.errors import InvalidInput
+from app.logs import job_context
 from app.services import finetune_jobs, generations, prompt_sets, reports
 from app.services.token_counts import load_model_tokenizer
 from worker.context import WorkerContext
@@ -34,10 +35,12 @@ log = logging.getLogger(__name__)
 def run_finetune(ctx: WorkerContext, job_id: str) -> None:
     """Train the job's adapter; register it on success. A delivery that cannot claim the job does nothing."""
     owner = ctx.new_owner()
-    resume = _claim_finetune(ctx, job_id, owner)
-    if resume is False:
+    claimed = _claim_finetune(ctx, job_id, owner)
+    if claimed is None:
         return
-    with heartbeat(ctx.db, FinetuneJob, job_id, owner, ctx.settings.heartbeat_interval_s) as beat:
+    resume, attempt = claimed
+    with job_context(attempt=attempt), heartbeat(ctx.db, FinetuneJob, job_id, owner,
+                                                 ctx.settings.heartbeat_interval_s) as beat:
         try:
             spec, train, evaluation = _prepare_finetune(ctx, job_id, resume)
         except InvalidInput as exc:
@@ -62,12 +65,13 @@ def run_finetune(ctx: WorkerContext, job_id: str) -> None:
         _finish_job(ctx, job_id, owner, "succeeded", metrics=result.metrics, adapter_dir=result.adapter_dir)
 
 
-def _claim_finetune(ctx: WorkerContext, job_id: str, owner: str) -> Path | None | bool:
-    """Claim the job: the checkpoint to resume from (None: from the start), or False when there is nothing to run."""
+def _claim_finetune(ctx: WorkerContext, job_id: str, owner: str) -> tuple[Path | None, int] | None:
+    """Claim the job: the checkpoint to resume from (None: from the start) and the attempt, or None
+    when this delivery has nothing to run."""
     with ctx.db.transaction() as s:
         job = repo.lock_job(s, job_id)
         if not claim(job, ctx.settings.max_attempts, owner, ctx.settings.stale_after_s):
-            return False
+            return None
         checkpoints = repo.list_checkpoints(s, job_id)
         resume = Path(checkpoints[-1].path) if checkpoints else None
         finetune_jobs.add_event(
@@ -75,7 +79,7 @@ def _claim_finetune(ctx: WorkerContext, job_id: str, owner: str) -> Path | None 
             f"attempt {job.attempts}" + (f", resuming from step {checkpoints[-1].step}" if resume else ""),
             {"attempt": job.attempts, "resumed_from_step": checkpoints[-1].step if resume else None, "owner": owner},
         )
-        return resume
+        return resume, job.attempts
 
 
 def _prepare_finetune(ctx: WorkerContext, job_id: str, resume: Path | None):
@@ -190,10 +194,12 @@ def run_generation(ctx: WorkerContext, generation_id: str) -> None:
     is spent, or the generation is cancelled. A delivery that cannot claim it does nothing."""
     owner = ctx.new_owner()
     with ctx.db.transaction() as s:
-        if not claim(s.get(Generation, generation_id, with_for_update=True), ctx.settings.max_attempts,
-                     owner, ctx.settings.stale_after_s):
+        gen = s.get(Generation, generation_id, with_for_update=True)
+        if not claim(gen, ctx.settings.max_attempts, owner, ctx.settings.stale_after_s):
             return
-    with heartbeat(ctx.db, Generation, generation_id, owner, ctx.settings.heartbeat_interval_s) as beat:
+        attempt = gen.attempts
+    with job_context(attempt=attempt), heartbeat(ctx.db, Generation, generation_id, owner,
+                                                 ctx.settings.heartbeat_interval_s) as beat:
         try:
             run = _prepare_generation(ctx, generation_id, owner)
             outcome = "drawn"

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -246,9 +248,10 @@ class TestFinetuneSurvivesSigkill:
 
     def test_worker_logs_are_json_lines_carrying_the_job_id(self, killed_and_resumed):
         job_id = killed_and_resumed["job"]["id"]
-        for records in (killed_and_resumed["first_log"], killed_and_resumed["second_log"]):
+        for attempt, records in enumerate((killed_and_resumed["first_log"], killed_and_resumed["second_log"]), 1):
             mine = [r for r in records if r.get("job_id") == job_id]
             assert mine and all(r["task"] == "finetune.run" and r["level"] and r["ts"] for r in mine)
+            assert attempt in {r.get("attempt") for r in mine}  # records of the claimed run carry its attempt
 
 
 def generate(cluster: Cluster, adapter_id: str, n: int, **extra) -> dict[str, Any]:
@@ -375,3 +378,40 @@ def test_the_database_row_is_the_truth_the_queue_carries_only_ids(cluster, datas
     with cluster.db.transaction() as s:
         assert s.get(FinetuneJob, job["id"]).status == "queued"
     cluster.post(f"/finetune-jobs/{job['id']}/cancel")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_with_a_broker_runs_the_api_only_and_sends_jobs_to_the_queue(cluster, dataset_id):
+    """`synthaug serve` as its own process in distributed mode: ready (database and broker), a job it
+    accepts goes to the train queue, and nothing in the API process runs it."""
+    port = free_port()
+    log_path = cluster.tmp / "serve.log"
+    process = subprocess.Popen([str(SYNTHAUG), "serve", "--port", str(port)], env=cluster.env,
+                               stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def ready():
+            try:
+                return httpx.get(f"{base}/readyz", timeout=2).json()
+            except httpx.HTTPError:
+                assert process.poll() is None, log_path.read_text()
+                return None
+        assert cluster.wait("the API", ready, timeout=120)["checks"] == {"database": "ok", "broker": "ok"}
+        r = httpx.post(f"{base}/finetune-jobs", headers=cluster.headers, timeout=30,
+                       json={"dataset_id": dataset_id, "method": "qlora", "hyperparameters": {**EPOCHS, "max_steps": 1}})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        queued = [json.loads(m)["headers"]["id"] for m in redis.Redis.from_url(REDIS_URL).lrange("train", 0, -1)]
+        assert queued == [job_id]
+        time.sleep(2)
+        assert cluster.get(f"/finetune-jobs/{job_id}")["status"] == "queued"  # no in-process runner
+        assert "API key for tenant" not in log_path.read_text()  # nor the embedded start-up
+        cluster.post(f"/finetune-jobs/{job_id}/cancel")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

@@ -13,6 +13,7 @@ from app.db.models import Adapter, Corpus, CorpusReport, Dataset
 from app.domain.report.corpus_report import Drawn, ReportInputs, build_report
 from app.domain.report.transcript import Transcript
 from app.domain.splits import SPLITS
+from app.logs import job_context
 from app.services import reports
 from worker.context import WorkerContext
 from worker.lifecycle import claim, heartbeat, owns
@@ -27,9 +28,10 @@ def run_report(ctx: WorkerContext, report_id: str) -> None:
         row = s.get(CorpusReport, report_id, with_for_update=True)
         if not claim(row, ctx.settings.max_attempts, owner, ctx.settings.stale_after_s):
             return
-        corpus_id = row.corpus_id
+        corpus_id, attempt = row.corpus_id, row.attempts
         inputs = gather_inputs(s, corpus_id)
-    with heartbeat(ctx.db, CorpusReport, report_id, owner, ctx.settings.heartbeat_interval_s):
+    with job_context(attempt=attempt), heartbeat(ctx.db, CorpusReport, report_id, owner,
+                                                 ctx.settings.heartbeat_interval_s):
         try:
             report = build_report(inputs, ctx.embedder(), seed=ctx.settings.report_seed,
                                   resamples=ctx.settings.report_bootstrap_resamples)
