@@ -112,3 +112,5 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
         library = logging.getLogger(name)
         library.handlers.clear()
         library.propagate = True
+        library.setLevel(logging.NOTSET)  # the root's level decides (uvicorn's own config may have set one)
+        library.disabled = False

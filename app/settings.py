@@ -59,6 +59,21 @@ class Settings(BaseSettings):
     vllm_port: int = Field(8001, ge=1, le=65535, description="Port of `synthaug vllm serve` (loopback).")
     vllm_venv: Path = Field(Path(".venv-vllm"), description="Virtual environment `synthaug vllm serve` builds.")
 
+    # OpenAI fine-tunes and sampling from them
+    openai_base_url: str | None = Field(
+        None, description="OpenAI API base URL ending in /v1; unset = https://api.openai.com/v1."
+    )
+    openai_models: list[str] = Field(
+        default_factory=lambda: ["gpt-4o-mini-2024-07-18", "gpt-4o-2024-08-06", "gpt-4.1-2025-04-14",
+                                 "gpt-4.1-mini-2025-04-14", "gpt-4.1-nano-2025-04-14"],
+        description="Base models an openai fine-tune may name (dated snapshots).",
+    )
+    openai_max_retries: int = Field(5, ge=0, le=20, description="SDK retries on 408/409/429/5xx (Retry-After honoured).")
+    openai_timeout_s: float = Field(120.0, gt=0, description="Timeout of one OpenAI request.")
+    openai_concurrency: int = Field(8, ge=1, le=256, description="Chat completions in flight per generation.")
+    openai_poll_min_s: float = Field(5.0, gt=0, description="First wait between polls of a remote fine-tune.")
+    openai_poll_max_s: float = Field(60.0, gt=0, description="Longest wait between polls (the backoff's cap).")
+
     # distributed mode (Celery workers on the broker) and the lifecycle of every job
     heartbeat_interval_s: float = Field(10.0, gt=0, description="How often a running job's worker writes its heartbeat.")
     stale_after_s: float = Field(
@@ -89,6 +104,8 @@ class Settings(BaseSettings):
     def _refuse_unsafe(self) -> "Settings":
         if self.env != "dev" and self.key_pepper.get_secret_value() == DEV_KEY_PEPPER:
             raise ValueError("SYNTHAUG_KEY_PEPPER must be set to a secret value outside dev")
+        if self.default_sampler == SamplerName.OPENAI:
+            raise ValueError("SYNTHAUG_DEFAULT_SAMPLER cannot be openai: OpenAI fine-tunes pick it themselves")
         if self.stale_after_s < 2 * self.heartbeat_interval_s:
             raise ValueError("SYNTHAUG_STALE_AFTER_S must be at least twice SYNTHAUG_HEARTBEAT_INTERVAL_S")
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
@@ -102,8 +119,9 @@ class Settings(BaseSettings):
 
     @property
     def available_samplers(self) -> frozenset[SamplerName]:
-        """hf always; vllm when a server is configured."""
-        return frozenset({SamplerName.HF} | ({SamplerName.VLLM} if self.vllm_base_url else set()))
+        """hf always; vllm when a server is configured; openai when a key is."""
+        return frozenset({SamplerName.HF} | ({SamplerName.VLLM} if self.vllm_base_url else set())
+                         | ({SamplerName.OPENAI} if self.openai_api_key else set()))
 
     @property
     def resolved_database_url(self) -> str:

@@ -20,6 +20,7 @@ class WorkerContext:
         self.db = db
         self._samplers: dict[str, Any] = {}
         self._embedder: Any = None
+        self._openai: Any = None
         self._lock = threading.Lock()
 
     @staticmethod
@@ -36,6 +37,15 @@ class WorkerContext:
             if name not in self._samplers:
                 self._samplers[name] = build_sampler(name, self.settings)
             return self._samplers[name]
+
+    def openai_client(self) -> Any:
+        """The process's OpenAI client (settings' key, base URL, retries), built on first use."""
+        from app.services.openai_client import openai_client
+
+        with self._lock:
+            if self._openai is None:
+                self._openai = openai_client(self.settings)
+            return self._openai
 
     def embedder(self) -> Any:
         """The process's sentence embedder for reports (loaded on first use)."""

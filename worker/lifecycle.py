@@ -37,7 +37,7 @@ def claim(row: RunState | None, max_attempts: int, owner: str, stale_after_s: fl
     is nothing for this delivery to run (finished, owned by a live worker, cancelled, or out of attempts)."""
     if row is None or row.status in TERMINAL_STATUSES:
         return False
-    if row.status == "running" and is_fresh(row, stale_after_s):
+    if is_active(row) and is_fresh(row, stale_after_s):
         age = (utcnow() - row.heartbeat_at).total_seconds()
         log.info("%s %s is running on %s (heartbeat %.1f s ago); this delivery leaves it",
                  type(row).__name__, row.id, row.owner, age)
@@ -56,9 +56,15 @@ def claim(row: RunState | None, max_attempts: int, owner: str, stale_after_s: fl
     return True
 
 
+def is_active(row: RunState) -> bool:
+    """A worker holds the row: it is running, or it has an owner (an openai job mirrors the remote
+    status, so its driver holds it while it is validating_files, queued, running or paused)."""
+    return row.status not in TERMINAL_STATUSES and (row.owner is not None or row.status != "queued")
+
+
 def owns(row: RunState | None, owner: str) -> bool:
     """True while ``owner`` still runs the row (nobody re-queued it or took it over)."""
-    return row is not None and row.status == "running" and row.owner == owner
+    return row is not None and row.status not in TERMINAL_STATUSES and row.owner == owner
 
 
 class Heartbeat:
@@ -79,7 +85,7 @@ class Heartbeat:
                     result = s.execute(
                         update(self.model)
                         .where(self.model.id == self.row_id, self.model.owner == self.owner,
-                               self.model.status == "running")
+                               self.model.status.not_in(TERMINAL_STATUSES))
                         .values(heartbeat_at=utcnow())
                     )
             except Exception as exc:  # a database outage: keep beating, the row is still ours

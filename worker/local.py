@@ -51,11 +51,10 @@ class LocalRunner:
         whatever its heartbeat says: its heartbeat is cleared so the next claim takes it over."""
         pending = []
         with self.ctx.db.transaction() as s:
-            for task_name, model in ((finetune_jobs.TASK_NAME, FinetuneJob), (generations.TASK_NAME, Generation),
-                                     (reports.TASK_NAME, CorpusReport)):
+            for model in (FinetuneJob, Generation, CorpusReport):
                 for row in repo.unfinished(s, model):
                     row.heartbeat_at = None
-                    pending.append((task_name, row.id))
+                    pending.append((_task_of(row), row.id))
         for task_name, object_id in pending:
             self.enqueue(task_name, object_id)
         return [object_id for _, object_id in pending]
@@ -93,6 +92,12 @@ class LocalRunner:
                 log.exception("task %s(%s) crashed", task_name, object_id)
             finally:
                 self._queue.task_done()
+
+
+def _task_of(row) -> str:
+    if isinstance(row, FinetuneJob):
+        return finetune_jobs.task_name_of(row)
+    return generations.TASK_NAME if isinstance(row, Generation) else reports.TASK_NAME
 
 
 @dataclass

@@ -17,15 +17,15 @@ from datetime import timedelta
 from sqlalchemy import and_, func, or_, select
 
 from app.db.base import utcnow
-from app.db.models import CorpusReport, FinetuneJob, Generation
+from app.db.models import TERMINAL_STATUSES, CorpusReport, FinetuneJob, Generation
 from app.db.session import enqueue_after_commit
 from app.services import finetune_jobs, generations, reports
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
-TASKS_OF_ROWS = ((finetune_jobs.TASK_NAME, FinetuneJob), (generations.TASK_NAME, Generation),
-                 (reports.TASK_NAME, CorpusReport))
+TASKS_OF_ROWS = ((finetune_jobs.task_name_of, FinetuneJob), (lambda _row: generations.TASK_NAME, Generation),
+                 (lambda _row: reports.TASK_NAME, CorpusReport))
 
 
 @dataclass
@@ -41,20 +41,22 @@ def reap(ctx: WorkerContext) -> Reaped:
     settings, now, done = ctx.settings, utcnow(), Reaped()
     stale_before = now - timedelta(seconds=settings.stale_after_s)
     waited_before = now - timedelta(seconds=settings.requeue_queued_after_s)
-    for task_name, model in TASKS_OF_ROWS:
+    for task_of, model in TASKS_OF_ROWS:
         with ctx.db.transaction() as s:
-            orphaned = and_(model.status == "running",
-                            or_(model.heartbeat_at.is_(None), model.heartbeat_at < stale_before))
-            forgotten = and_(model.status == "queued", func.coalesce(model.sent_at, model.created_at) < waited_before)
+            # Held by a worker (running, or owned: an openai job mirrors remote statuses) with no heartbeat.
+            held = and_(model.status.not_in(TERMINAL_STATUSES), or_(model.owner.is_not(None), model.status != "queued"))
+            orphaned = and_(held, or_(model.heartbeat_at.is_(None), model.heartbeat_at < stale_before))
+            forgotten = and_(model.status == "queued", model.owner.is_(None),
+                             func.coalesce(model.sent_at, model.created_at) < waited_before)
             rows = s.scalars(select(model).where(or_(orphaned, forgotten)).order_by(model.id)
                              .with_for_update(skip_locked=True)).all()
             for row in rows:
-                if row.status == "running":
+                if not (row.status == "queued" and row.owner is None):
                     _release(s, row, settings.stale_after_s, settings.max_attempts, done)
                     if row.status == "failed":
                         continue
                 row.sent_at = now
-                enqueue_after_commit(s, task_name, row.id)
+                enqueue_after_commit(s, task_of(row), row.id)
                 done.resent.append(row.id)
     if done.resent or done.failed:
         log.info("reaper: sent again %s; failed %s", done.resent or "nothing", done.failed or "nothing")

@@ -25,6 +25,7 @@ from app.services import finetune_jobs, generations, prompt_sets, reports
 from app.services.token_counts import load_model_tokenizer
 from worker.context import WorkerContext
 from worker.lifecycle import Heartbeat, claim, heartbeat, owns
+from worker.openai_jobs import run_openai_finetune
 from worker.reporting.corpus_report import run_report
 
 log = logging.getLogger(__name__)
@@ -247,12 +248,14 @@ def _prepare_generation(ctx: WorkerContext, generation_id: str, owner: str) -> _
         dataset_id = s.get(FinetuneJob, adapter.job_id).dataset_id
         real = [RealText(r.id, r.label, r.text) for r in repo.records_for_split(s, dataset_id, "train")]
         accepted = [(sample_ref(g, label, i), text) for g, label, i, text in repo.accepted_samples(s, gen.corpus_id)]
-        target = SampleTarget(adapter.id, Path(adapter.path), adapter.base_model,
-                              "nf4" if adapter.method == "qlora" else "none")
+        target = SampleTarget(adapter.id, Path(adapter.path) if adapter.path else None, adapter.base_model,
+                              "nf4" if adapter.method == "qlora" else "none", kind=adapter.kind,
+                              remote_model=adapter.remote_model)
         chunk_size, sampler_name = gen.chunk_size or gen.batch_size, gen.sampler
         provenance = {
             "generation_id": gen.id, "adapter_id": adapter.id, "base_model": adapter.base_model,
-            "method": adapter.method, "prompt_set_id": adapter.prompt_set_id, "params": gen.params,
+            "method": adapter.method, "kind": adapter.kind, "remote_model": adapter.remote_model,
+            "prompt_set_id": adapter.prompt_set_id, "params": gen.params,
             "seed": params.seed, "sampler": gen.sampler,
         }
     sampler = ctx.sampler(sampler_name)
@@ -296,7 +299,7 @@ def _draw_chunk(ctx: WorkerContext, run: _GenerationRun) -> str:
         drawn.append(generations.Drawn(
             label, index, completion.text, completion.finish_reason, verdict,
             {**run.provenance, "label": label, "index": index, "sample_seed": seed,
-             "prompt": run.messages[label], "tokens": completion.tokens},
+             "prompt": run.messages[label], "tokens": completion.tokens, **dict(completion.details)},
         ))
     with ctx.db.transaction() as s:
         gen = s.get(Generation, run.generation_id, with_for_update=True)
@@ -320,6 +323,7 @@ def _finish_generation(ctx: WorkerContext, generation_id: str, owner: str, statu
 
 TASKS: dict[str, Callable[[WorkerContext, str], None]] = {
     finetune_jobs.TASK_NAME: run_finetune,
+    finetune_jobs.OPENAI_TASK_NAME: run_openai_finetune,
     generations.TASK_NAME: run_generation,
     reports.TASK_NAME: run_report,
 }

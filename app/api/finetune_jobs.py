@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from app.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
 from app.schemas.common import ListOf
 from app.schemas.finetune_jobs import CheckpointPublic, FinetuneJobCreate, FinetuneJobPublic, JobEventPublic
-from app.services import finetune_jobs, token_counts
+from app.services import finetune_jobs, openai_tokens, token_counts
 
 router = APIRouter(prefix="/finetune-jobs", tags=["fine-tune jobs"])
 
@@ -22,7 +22,10 @@ def create_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ):
-    base_model = body.base_model or settings.default_base_model
+    if body.method == "openai":
+        base_model = body.base_model or (settings.openai_models[0] if settings.openai_models else "")
+    else:
+        base_model = body.base_model or settings.default_base_model
     job, created = finetune_jobs.create(
         session,
         tenant_id,
@@ -34,6 +37,9 @@ def create_job(
         hyperparameters=body.hyperparameters,
         idempotency_key=idempotency_key,
         tokenizer_of=lambda name: token_counts.model_tokenizer(settings, name),
+        openai_models=settings.openai_models,
+        openai_counter_of=lambda name: openai_tokens.ChatTokenCounter.for_model(
+            name, settings.resolved_cache_dir / "tiktoken").count,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -45,7 +51,8 @@ def list_jobs(
     session: SessionDep,
     tenant_id: TenantDep,
     page: PageDep,
-    status: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()] = None,
+    status: Annotated[Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+                      | None, Query()] = None,
 ):
     return finetune_jobs.list_for(session, tenant_id, limit=page.limit, cursor=page.cursor, status=status)
 
@@ -58,6 +65,18 @@ def get_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
 @router.post("/{job_id}/cancel", response_model=FinetuneJobPublic)
 def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
     return finetune_jobs.cancel(session, tenant_id, job_id)
+
+
+@router.post("/{job_id}/pause", response_model=FinetuneJobPublic)
+def pause_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
+    """openai jobs: ask OpenAI to pause the running fine-tune (at the driver's next poll)."""
+    return finetune_jobs.request_pause(session, tenant_id, job_id, paused=True)
+
+
+@router.post("/{job_id}/resume", response_model=FinetuneJobPublic)
+def resume_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
+    """openai jobs: ask OpenAI to resume a paused fine-tune."""
+    return finetune_jobs.request_pause(session, tenant_id, job_id, paused=False)
 
 
 @router.get("/{job_id}/checkpoints", response_model=ListOf[CheckpointPublic])

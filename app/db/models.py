@@ -12,6 +12,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.db.base import Base, JSONType, new_id, utcnow
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# OpenAI fine-tunes mirror the remote job's status, which adds these while it is active.
+REMOTE_ACTIVE_STATUSES = ("validating_files", "paused")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 SAMPLE_STATUSES = ("accepted", "rejected")
 
@@ -117,8 +119,12 @@ class FinetuneJob(RunState, Base):
     total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
     eta_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # An openai job's remote state: job and file ids, the remote status, trained tokens, error,
+    # the last mirrored event, the pre-flight summary, a requested pause or resume.
+    remote: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
     adapter: Mapped["Adapter | None"] = relationship(
-        primaryjoin="FinetuneJob.id == Adapter.job_id", viewonly=True, uselist=False, lazy="selectin"
+        primaryjoin="and_(FinetuneJob.id == Adapter.job_id, Adapter.checkpoint_id.is_(None))",
+        viewonly=True, uselist=False, lazy="selectin",
     )
 
     @property
@@ -144,19 +150,27 @@ class Checkpoint(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("finetune_jobs.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[float | None] = mapped_column(Float, default=None)
+    # A directory (PEFT) or, for an openai job, the checkpoint's model id.
     path: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
     created_at: Mapped[datetime] = _created()
 
 
 class Adapter(Base):
+    """What a generation samples from: a PEFT directory (kind peft) or an OpenAI fine-tuned model id
+    (kind openai). A job has one final adapter; an openai job also one per checkpoint model."""
+
     __tablename__ = "adapters"
     id: Mapped[str] = _id("ad")
     tenant_id: Mapped[str] = _tenant()
-    job_id: Mapped[str] = mapped_column(ForeignKey("finetune_jobs.id"), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("finetune_jobs.id"), index=True)
+    checkpoint_id: Mapped[str | None] = mapped_column(ForeignKey("checkpoints.id"), unique=True, default=None)
     prompt_set_id: Mapped[str] = mapped_column(ForeignKey("prompt_sets.id"))
     base_model: Mapped[str] = mapped_column(String(300))
     method: Mapped[str] = mapped_column(String(20))
-    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(20), default="peft", server_default="peft")
+    path: Mapped[str | None] = mapped_column(Text, default=None)
+    remote_model: Mapped[str | None] = mapped_column(String(300), default=None)
     created_at: Mapped[datetime] = _created()
 
 
@@ -203,6 +217,8 @@ class Generation(RunState, Base):
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     rejected: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
     budget_exhausted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Remote samplers' usage: prompt and completion tokens, system fingerprints seen.
+    usage: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 

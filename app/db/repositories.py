@@ -133,12 +133,19 @@ def get_checkpoint(session: Session, job_id: str, step: int) -> Checkpoint | Non
 
 
 def get_adapter_for_job(session: Session, job_id: str) -> Adapter | None:
-    return session.scalar(select(Adapter).where(Adapter.job_id == job_id))
+    """The job's final adapter (an openai job's checkpoint adapters are not it)."""
+    return session.scalar(select(Adapter).where(Adapter.job_id == job_id, Adapter.checkpoint_id.is_(None)))
+
+
+def get_adapter_for_checkpoint(session: Session, checkpoint_id: str) -> Adapter | None:
+    return session.scalar(select(Adapter).where(Adapter.checkpoint_id == checkpoint_id))
 
 
 def unfinished(session: Session, model: type) -> Sequence[Any]:
-    """Rows still queued or running (for recovery after a crash)."""
-    return session.scalars(select(model).where(model.status.in_(("queued", "running"))).order_by(model.id)).all()
+    """Rows not finished yet (for recovery after a crash)."""
+    return session.scalars(
+        select(model).where(model.status.not_in(("succeeded", "failed", "cancelled"))).order_by(model.id)
+    ).all()
 
 
 # corpora and samples

@@ -16,6 +16,7 @@ class SamplerName(StrEnum):
 
     HF = "hf"
     VLLM = "vllm"
+    OPENAI = "openai"  # OpenAI fine-tuned models only (chosen by the adapter's kind, never as a default)
 
 
 class FinishReason(StrEnum):

@@ -18,7 +18,7 @@ class GenerateRequest(SamplingParams):
     counts: dict[str, int] | None = Field(
         None, description="Several labels at once, e.g. {\"control\": 50, \"impaired\": 50} (instead of label and n)."
     )
-    sampler: SamplerName | None = Field(None, description="hf or vllm; default: the deployment's.")
+    sampler: SamplerName | None = Field(None, description="hf or vllm for PEFT adapters (default: the deployment's); an OpenAI fine-tune always uses openai.")
     batch_size: int | None = Field(
         None, ge=1, le=1024, description="Samples drawn per chunk; default: chosen from the sampler's memory."
     )
@@ -55,6 +55,10 @@ class GenerationPublic(ORMModel):
     progress: dict[str, Any] = Field(description="Per label: accepted and rejected so far.")
     rejected: dict[str, int] = Field(description="Rejected samples by reason.")
     budget_exhausted: bool = Field(description="Finished with fewer than n accepted: the candidate budget ran out.")
+    usage: dict[str, Any] = Field(
+        default_factory=dict,
+        description="OpenAI samples: prompt and completion tokens billed and the system fingerprints seen.",
+    )
     params: dict[str, Any]
     filters: dict[str, Any]
     sampler: str

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.db import repositories as repo
 from app.db.models import Adapter
 from app.db.pagination import Page
-from app.errors import NotFound
+from app.errors import JobStateError, NotFound
 
 _CHUNK = 64 * 1024
 
@@ -31,6 +31,9 @@ def list_for(session: Session, tenant_id: str, *, limit: int, cursor: str | None
 def archive(adapter: Adapter) -> Iterator[bytes]:
     """The adapter directory as a gzipped tar whose top folder is the adapter id (built eagerly,
     so a missing directory is a 404 before any byte is sent)."""
+    if adapter.kind == "openai":
+        raise JobStateError(f"adapter '{adapter.id}' is the OpenAI model {adapter.remote_model}: it has no files; "
+                            "sample from it with POST /generate")
     directory = Path(adapter.path)
     if not (directory / "adapter_config.json").is_file():
         raise NotFound(f"adapter '{adapter.id}' has no files on this server (looked in {directory})")

@@ -6,7 +6,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,13 +18,20 @@ from app.db.pagination import Page
 from app.db.session import Database, enqueue_after_commit, revoke_after_commit
 from app.domain.base_models import UnknownBaseModel, resolve_base_model
 from app.domain.hyperparameters import Hyperparameters
+from app.domain.openai_finetune import ExampleTokens, OpenAIHyperparameters, PreflightReport, preflight
 from app.domain.splits import SPLITS, SplitRecord, find_leaks
 from app.errors import Conflict, InvalidInput, JobStateError, NotFound, UnknownModel
 from app.services import datasets, prompt_sets
 from app.services.token_counts import ModelTokenizer
 
 TASK_NAME = "finetune.run"
-METHODS = ("qlora", "lora")
+OPENAI_TASK_NAME = "openai_finetune.run"  # drives a remote job: light work, on the default queue
+METHODS = ("qlora", "lora", "openai")
+
+
+def task_name_of(job: FinetuneJob) -> str:
+    """The task that runs a job: local training, or driving an OpenAI fine-tune."""
+    return OPENAI_TASK_NAME if job.method == "openai" else TASK_NAME
 
 
 def create(
@@ -36,9 +43,11 @@ def create(
     method: str,
     prompt_set_id: str,
     seed: int,
-    hyperparameters: Hyperparameters,
+    hyperparameters: Hyperparameters | OpenAIHyperparameters,
     idempotency_key: str | None,
     tokenizer_of: Callable[[str], ModelTokenizer | None] = lambda _base_model: None,
+    openai_models: Collection[str] = (),
+    openai_counter_of: Callable[[str], Callable[[dict], ExampleTokens]] | None = None,
 ) -> tuple[FinetuneJob, bool]:
     """A queued job (enqueued after commit); with a known Idempotency-Key, the existing job.
 
@@ -52,20 +61,29 @@ def create(
             return _replay(existing, requested, idempotency_key), False
     if method not in METHODS:
         raise InvalidInput(f"method '{method}' is not supported here; use one of: {', '.join(METHODS)}")
-    try:
-        resolve_base_model(base_model)
-    except UnknownBaseModel as exc:
-        raise UnknownModel(str(exc)) from exc
+    if method == "openai":
+        if base_model not in openai_models:
+            raise UnknownModel(f"'{base_model}' is not an OpenAI model this server fine-tunes (allowed: "
+                               f"{', '.join(openai_models) or 'none; set SYNTHAUG_OPENAI_MODELS'})")
+    else:
+        try:
+            resolve_base_model(base_model)
+        except UnknownBaseModel as exc:
+            raise UnknownModel(str(exc)) from exc
     dataset = datasets.get(session, tenant_id, dataset_id)
     prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, prompt_set_id))
     _check_labels(session, dataset.id, set(prompt_set.labels))
     # Built even without a tokenizer: it refuses a data set whose held-out speakers reach train.
     train, validation = training_examples(session, tenant_id, dataset.id, prompt_set_id, seed)
-    tokenizer = tokenizer_of(base_model)
-    if tokenizer is not None:
-        check = measure_lengths(tokenizer.example_length, train + validation, hyperparameters.max_seq_length)
-        if check.too_long and not hyperparameters.allow_truncation:
-            raise InvalidInput(check.refusal(), extra={"too_long": check.too_long, "needed": check.longest})
+    preflight_report = None
+    if method == "openai":
+        preflight_report = _preflight_openai(train, validation, base_model, hyperparameters, openai_counter_of)
+    else:
+        tokenizer = tokenizer_of(base_model)
+        if tokenizer is not None:
+            check = measure_lengths(tokenizer.example_length, train + validation, hyperparameters.max_seq_length)
+            if check.too_long and not hyperparameters.allow_truncation:
+                raise InvalidInput(check.refusal(), extra={"too_long": check.too_long, "needed": check.longest})
     job = FinetuneJob(
         tenant_id=tenant_id,
         dataset_id=dataset.id,
@@ -87,8 +105,29 @@ def create(
             raise
         return _replay(existing, requested, idempotency_key or ""), False
     add_event(session, job.id, "message", "job queued")
-    enqueue_after_commit(session, TASK_NAME, job.id)
+    if preflight_report is not None:
+        summary = preflight_report.to_dict()
+        job.remote = {"preflight": summary}
+        add_event(session, job.id, "message",
+                  f"pre-flight: {preflight_report.train.examples} train and {preflight_report.validation.examples} "
+                  f"validation examples, about {preflight_report.billed_tokens_estimate} billed tokens over "
+                  f"{preflight_report.n_epochs} epochs", {"preflight": summary})
+        for warning in preflight_report.warnings:
+            add_event(session, job.id, "warning", warning.message, warning.to_dict())
+    enqueue_after_commit(session, task_name_of(job), job.id)
     return job, True
+
+
+def _preflight_openai(train, validation, base_model: str, hp: OpenAIHyperparameters,
+                      counter_of: Callable[[str], Callable[[dict], ExampleTokens]] | None) -> PreflightReport:
+    """OpenAI's data rules on the JSONL about to be uploaded; an error is a 422 naming the example."""
+    if counter_of is None:
+        raise InvalidInput("openai fine-tunes are not configured on this server")
+    report = preflight([{"messages": m} for m in train], [{"messages": m} for m in validation],
+                       model=base_model, n_epochs=hp.n_epochs, count=counter_of(base_model))
+    if not report.ok:
+        raise InvalidInput(report.refusal(), extra={"preflight": report.to_dict()})
+    return report
 
 
 def _replay(existing: FinetuneJob, requested: tuple, key: str) -> FinetuneJob:
@@ -129,12 +168,30 @@ def cancel(session: Session, tenant_id: str, job_id: str) -> FinetuneJob:
     if job.status in TERMINAL_STATUSES:
         raise JobStateError(f"job '{job_id}' is already {job.status} and cannot be cancelled")
     job.cancel_requested = True
-    if job.status == "queued":
+    if job.status == "queued" and job.owner is None:  # no worker holds it (an openai job's remote queue does)
         job.status, job.finished_at = "cancelled", utcnow()
         add_event(session, job.id, "message", "cancelled before it started")
-        revoke_after_commit(session, TASK_NAME, job.id)
+        revoke_after_commit(session, task_name_of(job), job.id)
     else:
         add_event(session, job.id, "message", "cancel requested; stopping after the current step")
+    session.flush()
+    return job
+
+
+def request_pause(session: Session, tenant_id: str, job_id: str, paused: bool) -> FinetuneJob:
+    """Pause or resume an openai job: its driver asks OpenAI at its next poll."""
+    get(session, tenant_id, job_id)
+    job = repo.lock_job(session, job_id)
+    action = "paused" if paused else "resumed"
+    if job.method != "openai":
+        raise JobStateError(f"job '{job_id}' is a {job.method} job; only openai jobs can be {action}")
+    if job.status in TERMINAL_STATUSES or job.cancel_requested:
+        raise JobStateError(f"job '{job_id}' is {job.status if job.status in TERMINAL_STATUSES else 'being cancelled'}"
+                            f" and cannot be {action}")
+    if not job.remote.get("job_id"):
+        raise JobStateError(f"job '{job_id}' has no OpenAI job yet (it is {job.status}); try again once it runs")
+    job.remote = {**job.remote, "desired": "paused" if paused else "running"}
+    add_event(session, job.id, "message", f"{'pause' if paused else 'resume'} requested")
     session.flush()
     return job
 

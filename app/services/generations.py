@@ -23,6 +23,7 @@ from app.services import adapters, corpora, prompt_sets
 
 TASK_NAME = "generation.run"
 MAX_TOTAL = 100_000
+OPENAI_MAX_TEMPERATURE = 2.0
 
 
 def create(
@@ -33,18 +34,23 @@ def create(
     counts: Mapping[str, int],
     params: SamplingParams,
     filters: FilterSettings,
-    sampler: SamplerName,
+    sampler: SamplerName | None,
+    default_sampler: SamplerName,
     available_samplers: Collection[SamplerName],
     batch_size: int | None,
     corpus_id: str | None,
 ) -> Generation:
     """A queued generation appending to ``corpus_id`` (or to a new corpus of the adapter's data set)."""
+    adapter = adapters.get(session, tenant_id, adapter_id)
+    sampler = _sampler_for(adapter, sampler, default_sampler)
+    if sampler == SamplerName.OPENAI and params.temperature > OPENAI_MAX_TEMPERATURE:
+        raise InvalidInput(f"temperature {params.temperature} is above OpenAI's maximum of {OPENAI_MAX_TEMPERATURE:g}")
     if sampler not in available_samplers:
         raise InvalidInput(
             f"the '{sampler}' sampler is not configured on this server (available: "
-            f"{', '.join(sorted(available_samplers))}); for vllm set SYNTHAUG_VLLM_BASE_URL"
+            f"{', '.join(sorted(available_samplers))}); for vllm set SYNTHAUG_VLLM_BASE_URL, for openai "
+            f"SYNTHAUG_OPENAI_API_KEY"
         )
-    adapter = adapters.get(session, tenant_id, adapter_id)
     prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, adapter.prompt_set_id))
     unknown = sorted(set(counts) - set(prompt_set.labels))
     if unknown:
@@ -72,6 +78,20 @@ def create(
     session.flush()
     enqueue_after_commit(session, TASK_NAME, generation.id)
     return generation
+
+
+def _sampler_for(adapter: Adapter, requested: SamplerName | None, default: SamplerName) -> SamplerName:
+    """An OpenAI fine-tune is sampled through OpenAI, a PEFT adapter through hf or vllm; a request
+    that names the other kind's sampler is refused (a generation always uses the model it names)."""
+    if adapter.kind == "openai":
+        if requested not in (None, SamplerName.OPENAI):
+            raise InvalidInput(f"adapter '{adapter.id}' is the OpenAI model {adapter.remote_model}; it is sampled "
+                               f"through OpenAI (sampler 'openai'), not '{requested}'")
+        return SamplerName.OPENAI
+    if requested == SamplerName.OPENAI:
+        raise InvalidInput(f"adapter '{adapter.id}' is a {adapter.method} adapter of {adapter.base_model}; the "
+                           "openai sampler only samples OpenAI fine-tunes")
+    return requested or default
 
 
 def _target_corpus(
@@ -183,6 +203,7 @@ class Drawn:
 def record_chunk(session: Session, generation: Generation, drawn: Iterable[Drawn]) -> int:
     """Store a chunk's candidates and update the counts; a (label, index) already stored (a task
     delivered twice) is skipped by the database itself. Returns how many rows were new."""
+    drawn = list(drawn)
     rows = [
         dict(
             corpus_id=generation.corpus_id, generation_id=generation.id, index=d.index, label=d.label, text=d.text,
@@ -195,7 +216,22 @@ def record_chunk(session: Session, generation: Generation, drawn: Iterable[Drawn
     ]
     inserted = repo.insert_samples(session, rows)
     refresh_counts(session, generation)
+    _add_usage(generation, drawn)
     return inserted
+
+
+def _add_usage(generation: Generation, drawn: list[Drawn]) -> None:
+    """Sum what a remote sampler reported (tokens billed, system fingerprints seen) onto the generation."""
+    reported = [d.provenance for d in drawn if "completion_tokens" in d.provenance]
+    if not reported:
+        return
+    usage = dict(generation.usage or {})
+    for key in ("prompt_tokens", "completion_tokens"):
+        usage[key] = usage.get(key, 0) + sum(p.get(key) or 0 for p in reported)
+    fingerprints = set(usage.get("system_fingerprints", [])) | {p["system_fingerprint"] for p in reported
+                                                               if p.get("system_fingerprint")}
+    usage["system_fingerprints"] = sorted(fingerprints)
+    generation.usage = usage
 
 
 def refresh_counts(session: Session, generation: Generation) -> None:

@@ -10,6 +10,7 @@ REAP_TASK = "maintenance.reap"
 
 ROUTES: dict[str, str] = {
     finetune_jobs.TASK_NAME: TRAIN,
+    finetune_jobs.OPENAI_TASK_NAME: DEFAULT,  # polls a remote job: no GPU, mostly waiting
     generations.TASK_NAME: GENERATE,
     reports.TASK_NAME: DEFAULT,
     REAP_TASK: DEFAULT,

@@ -91,7 +91,7 @@ class TestCreateInvalid:
             ({"hyperparameters": {"learning_rate": -1e-4}}, "learning_rate"),
             ({"hyperparameters": {"optimizer": "adam"}}, "optimizer"),
             ({"hyperparameters": {"target_modules": []}}, "target_modules"),
-            ({"method": "openai"}, "method"),
+            ({"method": "gpt-finetune"}, "method"),
             ({"seed": -1}, "seed"),
         ],
         ids=["unknown_key", "negative_lr", "unknown_optimizer", "empty_target_modules", "method", "seed"],

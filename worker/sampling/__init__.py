@@ -21,7 +21,15 @@ def _vllm(settings: Settings) -> Sampler:
     return VLLMSampler(settings)
 
 
-SAMPLERS: dict[SamplerName, Callable[[Settings], Sampler]] = {SamplerName.HF: _hf, SamplerName.VLLM: _vllm}
+def _openai(settings: Settings) -> Sampler:
+    from worker.sampling.openai import OpenAISampler
+
+    return OpenAISampler(settings)
+
+
+SAMPLERS: dict[SamplerName, Callable[[Settings], Sampler]] = {
+    SamplerName.HF: _hf, SamplerName.VLLM: _vllm, SamplerName.OPENAI: _openai,
+}
 
 
 def build_sampler(name: str, settings: Settings) -> Sampler:

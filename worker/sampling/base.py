@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Literal, Mapping, Protocol, Sequence
 
 from app.domain.sampling import FinishReason, SamplingParams
 
@@ -15,12 +15,15 @@ class SamplerError(RuntimeError):
 
 @dataclass(frozen=True)
 class SampleTarget:
-    """The fine-tuned adapter to sample from: its id, directory, registry base model and trained quantization."""
+    """The fine-tuned adapter to sample from: its id, directory, registry base model and trained
+    quantization; for an OpenAI fine-tune (kind ``openai``) the fine-tuned model id instead of a directory."""
 
     adapter_id: str
-    adapter_dir: Path
+    adapter_dir: Path | None
     base_model: str
     quantization: str
+    kind: Literal["peft", "openai"] = "peft"
+    remote_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class Completion:
     text: str
     finish_reason: FinishReason
     tokens: int
+    # What a remote sampler reports about this sample (OpenAI: system_fingerprint, prompt and
+    # completion tokens); stored in the sample's provenance.
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Sampler(Protocol):
