@@ -23,17 +23,27 @@ _STOP = ("", "")
 
 
 class LocalRunner:
-    """A FIFO of (task name, id) run one at a time; implements the app's JobQueue."""
+    """FIFOs of (task name, id), each run one at a time; implements the app's JobQueue.
+
+    Local work (training, sampling, reports) runs in one lane, in order; driving OpenAI fine-tunes,
+    which mostly waits on a remote job for hours, runs in a lane of its own so it never holds up
+    local work."""
+
+    LANES = ("local", "remote")
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._queues: dict[str, queue.Queue[tuple[str, str]]] = {lane: queue.Queue() for lane in self.LANES}
+        self._threads: list[threading.Thread] = []
+
+    @staticmethod
+    def lane_of(task_name: str) -> str:
+        return "remote" if task_name == finetune_jobs.OPENAI_TASK_NAME else "local"
 
     def enqueue(self, task_name: str, object_id: str) -> None:
         if task_name not in TASKS:
             raise ValueError(f"unknown task '{task_name}'")
-        self._queue.put((task_name, object_id))
+        self._queues[self.lane_of(task_name)].put((task_name, object_id))
 
     def revoke(self, task_name: str, object_id: str) -> None:
         """Nothing to withdraw: the task finds its row cancelled and does nothing."""
@@ -41,8 +51,10 @@ class LocalRunner:
     def start(self) -> None:
         """Re-enqueue what a previous process left queued or running, then start working."""
         self.recover()
-        self._thread = threading.Thread(target=self._work, name="synthaug-runner", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, args=(lane,), name=f"synthaug-runner-{lane}", daemon=True)
+                         for lane in self.LANES]
+        for thread in self._threads:
+            thread.start()
 
     def recover(self) -> list[str]:
         """Jobs left queued or running (e.g. by a crash) go back on the queue; returns their ids.
@@ -64,25 +76,29 @@ class LocalRunner:
         done = threading.Event()
 
         def _wait() -> None:
-            self._queue.join()
+            for lane_queue in self._queues.values():
+                lane_queue.join()
             done.set()
 
         threading.Thread(target=_wait, daemon=True).start()
         return done.wait(timeout)
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
+        for lane_queue in self._queues.values():
+            lane_queue.put(_STOP)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
 
-    def _work(self) -> None:
-        try:
-            self.ctx.prepare_default_model()
-        except Exception:
-            log.exception("could not prepare the default base model; jobs will try again")
+    def _work(self, lane: str) -> None:
+        if lane == "local":
+            try:
+                self.ctx.prepare_default_model()
+            except Exception:
+                log.exception("could not prepare the default base model; jobs will try again")
+        lane_queue = self._queues[lane]
         while True:
-            task_name, object_id = self._queue.get()
+            task_name, object_id = lane_queue.get()
             try:
                 if (task_name, object_id) == _STOP:
                     return
@@ -91,7 +107,7 @@ class LocalRunner:
             except Exception:
                 log.exception("task %s(%s) crashed", task_name, object_id)
             finally:
-                self._queue.task_done()
+                lane_queue.task_done()
 
 
 def _task_of(row) -> str:
