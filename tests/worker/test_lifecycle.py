@@ -120,6 +120,14 @@ class TestClaim:
         row = get_row(db, Generation, rows["generation"])
         assert (row.status, row.attempts, row.owner) == ("running", 2, "node:2:b")
 
+    def test_an_owned_row_mirroring_a_remote_status_is_left_to_its_owner(self, db, rows):
+        # An openai job's driver shows the remote status (queued at OpenAI) while it holds the row.
+        assert claim_row(db, FinetuneJob, rows["job"], "node:1:a")
+        set_row(db, FinetuneJob, rows["job"], status="queued")
+        assert not claim_row(db, FinetuneJob, rows["job"], "node:2:b")
+        set_row(db, FinetuneJob, rows["job"], heartbeat_at=utcnow() - timedelta(seconds=STALE_S + 1))
+        assert claim_row(db, FinetuneJob, rows["job"], "node:2:b")
+
     def test_finished_cancelled_and_exhausted_rows_are_not_run(self, db, rows):
         set_row(db, CorpusReport, rows["report"], status="succeeded")
         assert not claim_row(db, CorpusReport, rows["report"], "node:1:a")
@@ -159,6 +167,13 @@ class TestReaper:
         with db.transaction() as s:
             messages = [e.message for e in s.query(JobEvent).filter_by(job_id=rows["job"])]
         assert any("node:1:a stopped (no heartbeat" in m and "sent again" in m for m in messages)
+
+    def test_an_openai_job_whose_driver_died_is_sent_to_its_own_task(self, ctx, db, queue, rows):
+        set_row(db, FinetuneJob, rows["job"], method="openai", status="validating_files", attempts=1,
+                owner="node:1:a", heartbeat_at=utcnow() - timedelta(seconds=STALE_S + 1))
+        reap(ctx)
+        assert (finetune_jobs.OPENAI_TASK_NAME, rows["job"]) in queue.sent
+        assert get_row(db, FinetuneJob, rows["job"]).status == "queued"
 
     def test_a_job_out_of_attempts_fails_with_the_reason(self, ctx, db, queue, rows):
         set_row(db, Generation, rows["generation"], status="running", attempts=3, owner="node:1:a",
