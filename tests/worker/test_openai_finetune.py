@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db.base import utcnow
-from app.db.models import FinetuneJob, Generation, Sample
+from app.db.models import FinetuneJob, Sample
 from app.settings import Settings
 from tests.api.factories import balanced_rows, csv_bytes
 from tests.conftest import TEST_PEPPER, Stack, embedded_stack, fresh_postgres_database
@@ -81,6 +81,21 @@ def wait_for(what: str, check, timeout: float = 60) -> Any:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
     return value
+
+
+def held_remote_job(stack: Stack, dataset_id: str, fake: FakeOpenAI) -> tuple[dict, str]:
+    """A job whose remote job exists and moves only when the test advances it."""
+    fake.options.advance_on_retrieve = False
+    job = start(stack, dataset_id)
+    return job, wait_for("the remote job", lambda: get(stack, f"/finetune-jobs/{job['id']}")["remote"].get("job_id"))
+
+
+def running_remote_job(stack: Stack, dataset_id: str, fake: FakeOpenAI) -> tuple[dict, str]:
+    """A held job, advanced to running at OpenAI and mirrored as running here."""
+    job, remote_id = held_remote_job(stack, dataset_id, fake)
+    fake.advance(remote_id, 3)
+    wait_for("running", lambda: get(stack, f"/finetune-jobs/{job['id']}")["status"] == "running")
+    return job, remote_id
 
 
 def events(stack: Stack, job_id: str) -> list[dict]:
@@ -189,11 +204,7 @@ class TestFailureAndCancel:
         assert "(param: training_file)" in job["error"] and job["remote"]["error"]["code"] == "invalid_training_file"
 
     def test_cancel_while_running_cancels_the_remote_job(self, stack, dataset_id, fake):
-        fake.options.advance_on_retrieve = False
-        job = start(stack, dataset_id)
-        remote_id = wait_for("the remote job", lambda: get(stack, f"/finetune-jobs/{job['id']}")["remote"].get("job_id"))
-        fake.advance(remote_id, 3)
-        wait_for("running", lambda: get(stack, f"/finetune-jobs/{job['id']}")["status"] == "running")
+        job, remote_id = running_remote_job(stack, dataset_id, fake)
         assert stack.client.post(f"/finetune-jobs/{job['id']}/cancel", headers=stack.headers).json()["cancel_requested"]
         assert stack.runner.join(timeout=60)
         job = get(stack, f"/finetune-jobs/{job['id']}")
@@ -202,11 +213,7 @@ class TestFailureAndCancel:
         assert fake.job(remote_id)["status"] == "cancelled"
 
     def test_pause_and_resume_reach_the_remote_job(self, stack, dataset_id, fake):
-        fake.options.advance_on_retrieve = False
-        job = start(stack, dataset_id)
-        remote_id = wait_for("the remote job", lambda: get(stack, f"/finetune-jobs/{job['id']}")["remote"].get("job_id"))
-        fake.advance(remote_id, 3)
-        wait_for("running", lambda: get(stack, f"/finetune-jobs/{job['id']}")["status"] == "running")
+        job, remote_id = running_remote_job(stack, dataset_id, fake)
         stack.client.post(f"/finetune-jobs/{job['id']}/pause", headers=stack.headers)
         wait_for("paused", lambda: get(stack, f"/finetune-jobs/{job['id']}")["status"] == "paused")
         stack.client.post(f"/finetune-jobs/{job['id']}/resume", headers=stack.headers)
@@ -218,9 +225,7 @@ class TestFailureAndCancel:
 
 class TestRestartsAndRetries:
     def test_a_worker_restart_mid_poll_follows_the_same_remote_job(self, stack, dataset_id, fake):
-        fake.options.advance_on_retrieve = False
-        job = start(stack, dataset_id)
-        remote_id = wait_for("the remote job", lambda: get(stack, f"/finetune-jobs/{job['id']}")["remote"].get("job_id"))
+        job, remote_id = held_remote_job(stack, dataset_id, fake)
         with stack.db.transaction() as s:  # the worker dies: another owner, a heartbeat long gone
             row = s.get(FinetuneJob, job["id"])
             row.owner, row.heartbeat_at = "a-dead-worker", utcnow() - timedelta(hours=1)
@@ -267,9 +272,7 @@ class TestRestartsAndRetries:
         assert any(r.retry_count > 0 for r in fake.requests_to("/fine_tuning/jobs"))
 
     def test_openai_down_for_a_while_is_a_warning_not_a_failure(self, stack, dataset_id, fake):
-        fake.options.advance_on_retrieve = False
-        job = start(stack, dataset_id)
-        remote_id = wait_for("the remote job", lambda: get(stack, f"/finetune-jobs/{job['id']}")["remote"].get("job_id"))
+        job, remote_id = held_remote_job(stack, dataset_id, fake)
         fake.fail_next(f"/fine_tuning/jobs/{remote_id}", 503, times=8)  # beyond the SDK's 3 retries
         wait_for("the outage warning", lambda: any("polling again" in e["message"] for e in events(stack, job["id"])))
         fake.options.advance_on_retrieve = True

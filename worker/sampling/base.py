@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol, Sequence
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 from app.domain.sampling import FinishReason, SamplingParams
 
@@ -68,3 +72,18 @@ class Sampler(Protocol):
     ) -> list[Completion]:
         """One completion per request, in request order."""
         ...
+
+
+def map_in_order(call: Callable[[T], R], items: Sequence[T], concurrency: int, name: str) -> list[R]:
+    """``call`` on every item with at most ``concurrency`` in flight, results in item order. The first
+    failure is raised at once: items not yet sent are dropped, those in flight end on their own timeouts."""
+    if not items:
+        return []
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(items)), thread_name_prefix=name)
+    try:
+        results = [future.result() for future in [pool.submit(call, item) for item in items]]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results

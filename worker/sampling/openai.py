@@ -6,7 +6,6 @@ they are: OpenAI applies its own chat format, the one it trained the fine-tune w
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import openai
@@ -15,7 +14,7 @@ from app.domain.sampling import FinishReason, SamplingParams
 from app.errors import InvalidInput
 from app.services.openai_client import openai_client
 from app.settings import Settings
-from worker.sampling.base import Completion, SampleRequest, SamplerError, SampleTarget
+from worker.sampling.base import Completion, SampleRequest, SamplerError, SampleTarget, map_in_order
 
 # Requests a chunk holds per request in flight (as for vLLM): the pool stays busy while a chunk's
 # slowest requests finish, and a chunk (the unit of progress and resume) stays short.
@@ -63,18 +62,7 @@ class OpenAISampler:
                 f"OpenAI accepts a temperature of at most {MAX_TEMPERATURE:g}, not {params.temperature:g} "
                 f"(sampling from {model})"
             )
-        if not requests:
-            return []
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="openai")
-        try:
-            futures = [pool.submit(self._complete, model, r, params) for r in requests]
-            completions = [f.result() for f in futures]
-        except BaseException:
-            # Fail now: drop the requests not yet sent; those in flight end on their own timeouts.
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-        return completions
+        return map_in_order(lambda r: self._complete(model, r, params), requests, self.concurrency, "openai")
 
     def _model(self, target: SampleTarget) -> str:
         """The fine-tuned model id to sample from; never the base model (what the study's notebook did)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -20,7 +19,7 @@ from app.domain.sampling import FinishReason, SamplingParams
 from app.settings import Settings
 from worker.models import load_tokenizer, materialize_base_model
 from worker.prompt_format import chat_format, render_prompt
-from worker.sampling.base import Completion, SampleRequest, SamplerError, SampleTarget
+from worker.sampling.base import Completion, SampleRequest, SamplerError, SampleTarget, map_in_order
 
 # Requests a chunk holds per request in flight: enough that the server's batch stays full while the
 # slowest requests of a chunk finish, few enough that a chunk (the unit of progress and resume) stays short.
@@ -82,19 +81,10 @@ class VLLMSampler:
         self._prepare(target)
         prompts = [render_prompt(tokenizer, r.message_dicts()) for r in requests]
         add_special_tokens = chat_format(tokenizer).adds_special_tokens
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="vllm")
-        try:
-            futures = [
-                pool.submit(self._complete, target, prompt, completion_arguments(params, r.seed, add_special_tokens))
-                for prompt, r in zip(prompts, requests)
-            ]
-            completions = [f.result() for f in futures]
-        except BaseException:
-            # Fail now: drop the requests not yet sent; those in flight end on their own timeouts.
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-        return completions
+        return map_in_order(
+            lambda pair: self._complete(target, pair[0], completion_arguments(params, pair[1].seed, add_special_tokens)),
+            list(zip(prompts, requests)), self.concurrency, "vllm",
+        )
 
     def _tokenizer(self, base_model: str) -> Any:
         with self._lock:
