@@ -39,6 +39,12 @@ class DatasetInvalid(InvalidInput):
     """The upload failed validation; the report lists every error with its row."""
 
 
+class UploadTooLarge(SynthaugError):
+    """The uploaded file is over the size limit; the body carries the report like DatasetInvalid."""
+
+    status_code = 413
+
+
 class UnknownModel(InvalidInput):
     """A base model name that the registry and the local caches do not know."""
 

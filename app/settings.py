@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, with job ids.")
     log_level: str = Field("INFO", description="Root log level.")
 
+    # zip uploads (CHAT transcripts): refused beyond these, whatever the archive's headers claim
+    max_archive_files: int = Field(5000, ge=1, description="Files a zip upload may hold.")
+    max_archive_bytes: int = Field(
+        200 * 1024 * 1024, gt=0, description="Uncompressed bytes a zip upload's files may add up to."
+    )
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> "Settings":
         if self.env != "dev" and self.key_pepper.get_secret_value() == DEV_KEY_PEPPER:

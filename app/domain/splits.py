@@ -76,6 +76,24 @@ def _by_participant(records: Iterable[SplitRecord]) -> dict[str, list[SplitRecor
     return by_participant
 
 
+def _at(record: SplitRecord) -> str:
+    """Where a record is, as messages write it: 'on line 8', or 'in train/cc/S001.cha' for a file's record."""
+    source = getattr(record, "source", None)
+    return f"in {source}" if source else f"on line {record.row}"
+
+
+def _name(record: SplitRecord) -> str:
+    """A record as messages name it: 'line 8', or its file's path."""
+    source = getattr(record, "source", None)
+    return source or f"line {record.row}"
+
+
+def _located(record: SplitRecord) -> dict:
+    """The issue fields that locate a record: its line, or the file it was read from."""
+    source = getattr(record, "source", None)
+    return {"file": source} if source else {"row": record.row}
+
+
 def _written(first: SplitRecord, other: SplitRecord) -> str:
     """How ``other`` spells the participant, when ``first`` spells it differently."""
     if other.participant_id == first.participant_id:
@@ -92,18 +110,18 @@ def check_participants(records: list[SplitRecord], report: ValidationReport) -> 
         if spelling:
             report.warn(
                 "participant_spelling",
-                f"participant {first.participant_id} on line {first.row} is written {spelling.participant_id!r} "
-                f"on line {spelling.row}; ids are compared ignoring case, character width and surrounding "
+                f"participant {first.participant_id} {_at(first)} is written {spelling.participant_id!r} "
+                f"{_at(spelling)}; ids are compared ignoring case, character width and surrounding "
                 "spaces, so these rows are one participant (each row keeps the id as written)",
-                row=spelling.row, participant=spelling.participant_id,
+                participant=spelling.participant_id, **_located(spelling),
             )
         other = next((r for r in rows if r.label != first.label), None)
         if other:
             report.error(
                 "label_conflict",
-                f"participant {first.participant_id} is labelled '{first.label}' on line {first.row} "
-                f"and '{other.label}' on line {other.row}{_written(first, other)}; a participant has one label",
-                row=other.row, participant=other.participant_id,
+                f"participant {first.participant_id} is labelled '{first.label}' {_at(first)} "
+                f"and '{other.label}' {_at(other)}{_written(first, other)}; a participant has one label",
+                participant=other.participant_id, **_located(other),
             )
         _check_one_split(rows, report)
 
@@ -114,9 +132,9 @@ def _check_one_split(rows: list[SplitRecord], report: ValidationReport) -> None:
     if other:
         report.error(
             "participant_in_two_splits",
-            f"participant {first.participant_id} is in '{first.split}' on line {first.row} and in "
-            f"'{other.split}' on line {other.row}{_written(first, other)}; keep each participant in one split",
-            row=other.row, participant=other.participant_id,
+            f"participant {first.participant_id} is in '{first.split}' {_at(first)} and in "
+            f"'{other.split}' {_at(other)}{_written(first, other)}; keep each participant in one split",
+            participant=other.participant_id, **_located(other),
         )
 
 
@@ -142,21 +160,22 @@ def check_transcripts(records: list[SplitRecord], report: ValidationReport) -> N
         if other and _identifying(key):
             report.error(
                 "text_in_two_splits",
-                f"line {first.row} (participant {first.participant_id}, '{first.split}') and line {other.row} "
+                f"{_name(first)} (participant {first.participant_id}, '{first.split}') and {_name(other)} "
                 f"(participant {other.participant_id}, '{other.split}') have the same text (compared ignoring "
                 "case, punctuation and spacing); one transcript in two splits puts held-out speech into "
                 "training: remove the copy or keep both rows in one split",
-                row=other.row, participant=other.participant_id,
+                participant=other.participant_id, **_located(other),
             )
             continue
-        lines = ", ".join(str(r.row) for r in rows)
+        lines = ", ".join(getattr(r, "source", None) or str(r.row) for r in rows)
+        noun = "files" if getattr(first, "source", None) else "lines"
         participants = list(dict.fromkeys(r.participant_id for r in rows))
         splits = list(dict.fromkeys(r.split for r in rows))
         whose = f" (participants {', '.join(participants)})" if len(participants) > 1 else ""
         where = (f" in splits {', '.join(repr(s) for s in splits)}, allowed because it has under "
                  f"{IDENTIFYING_WORDS} words" if len(splits) > 1 else "")
-        report.warn("duplicate_text", f"lines {lines} have the same text{whose}{where}", row=rows[1].row,
-                    participant=rows[1].participant_id)
+        report.warn("duplicate_text", f"{noun} {lines} have the same text{whose}{where}",
+                    participant=rows[1].participant_id, **_located(rows[1]))
 
 
 def assign_splits(records: list[SplitRecord], seed: int, ratios: tuple[float, float, float]) -> None:

@@ -6,7 +6,10 @@ from typing import Literal
 
 @dataclass
 class Issue:
-    """One problem found in an upload; errors block the dataset, warnings don't."""
+    """One problem found in an upload; errors block the dataset, warnings don't.
+
+    ``file`` names the file inside a multi-file upload (a path in a zip); ``row`` is then the line in it.
+    """
 
     level: Literal["error", "warning"]
     code: str
@@ -14,6 +17,7 @@ class Issue:
     row: int | None = None
     column: str | None = None
     participant: str | None = None
+    file: str | None = None
 
     def to_dict(self) -> dict:
         """Plain JSON-ready form."""

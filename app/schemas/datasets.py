@@ -5,7 +5,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from app.domain.ingestion import ColumnMapping
+from pydantic import ValidationError
+
+from app.domain.chat_transcripts import RenderOptions
+from app.domain.ingestion import ChatOptions, ColumnMapping
+from app.domain.ingestion.chat_layout import DEFAULT_LABEL_MAP, DEFAULT_PARTICIPANT_PATTERN
 from app.errors import InvalidInput
 from app.schemas.common import ORMModel
 
@@ -28,6 +32,35 @@ def column_mapping(
                              label_values={str(k): v for k, v in values.items()})
     except ValueError as exc:
         raise InvalidInput(f"form field 'label_values': {exc}") from exc
+
+
+def chat_options(
+    render: dict[str, Any], label_map_json: str | None, participant_pattern: str | None
+) -> ChatOptions:
+    """The upload form's CHAT fields as ChatOptions (422 naming the field if invalid)."""
+    try:
+        options = RenderOptions(**render)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"CHAT form fields: {problems}") from exc
+    label_map = None
+    if label_map_json is not None:
+        try:
+            label_map = json.loads(label_map_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"form field 'label_map' is not valid JSON: {exc.msg}") from exc
+        if not isinstance(label_map, dict) or not all(isinstance(v, str) for v in label_map.values()):
+            raise InvalidInput("form field 'label_map' must be a JSON object of folder name -> label, "
+                               'e.g. {"cc": "control", "cd": "impaired"}')
+    try:
+        return ChatOptions(
+            render=options,
+            label_map=DEFAULT_LABEL_MAP if label_map is None else label_map,
+            participant_pattern=participant_pattern or DEFAULT_PARTICIPANT_PATTERN,
+        )
+    except ValueError as exc:
+        field = "label_map" if "label_map" in str(exc) else "participant_pattern"
+        raise InvalidInput(f"form field '{field}': {exc}") from exc
 
 
 class DatasetPublic(ORMModel):

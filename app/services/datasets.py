@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
 from app.db.models import Dataset, Record
 from app.db.pagination import Page
-from app.domain.ingestion import ColumnMapping, parse_upload
-from app.errors import DatasetInvalid, InvalidInput, NotFound
+from app.domain.ingestion import TABLE_FORMATS, ArchiveLimits, ChatOptions, ColumnMapping, parse_upload
+from app.errors import DatasetInvalid, InvalidInput, NotFound, UploadTooLarge
 
 # The widths of datasets.filename and datasets.name.
 MAX_FILENAME_CHARS = 300
 MAX_NAME_CHARS = 200
+SPOOL_CHUNK_BYTES = 1024 * 1024
 
 
 def create(
@@ -22,19 +27,25 @@ def create(
     tenant_id: str,
     *,
     filename: str,
-    data: bytes,
+    stream: BinaryIO,
     mapping: ColumnMapping,
     name: str | None,
     split_seed: int,
     max_bytes: int,
+    chat: ChatOptions | None = None,
+    archive: ArchiveLimits | None = None,
     count_tokens: Callable[[str], int] | None = None,
 ) -> Dataset:
     """Parse and validate; any error raises with the full report and nothing is written."""
     if len(filename) > MAX_FILENAME_CHARS:
         raise InvalidInput(f"the file name has {len(filename)} characters, over {MAX_FILENAME_CHARS}; rename the file")
-    records, report = parse_upload(
-        data, filename, mapping, max_bytes=max_bytes, split_seed=split_seed, count_tokens=count_tokens
-    )
+    chat = chat or ChatOptions()
+    with _spooled(stream, max_bytes) as path:
+        records, report = parse_upload(
+            path, filename, mapping, max_bytes=max_bytes, split_seed=split_seed, count_tokens=count_tokens,
+            chat=chat, archive=archive,
+        )
+    fmt = report.stats.get("format")
     if count_tokens is None:
         report.warn(
             "token_stats_unavailable",
@@ -43,14 +54,17 @@ def create(
         )
     if not report.ok:
         body = {"report": report.to_dict()}
-        raise DatasetInvalid(
-            f"the upload has {len(report.errors)} error(s); first: {report.errors[0].message}", extra=body
-        )
+        detail = f"the upload has {len(report.errors)} error(s); first: {report.errors[0].message}"
+        # Tables over the limit have always been a 422 with their report; CHAT files and zips get the 413
+        # that an oversized body deserves.
+        if fmt not in TABLE_FORMATS and any(issue.code == "file_too_large" for issue in report.errors):
+            raise UploadTooLarge(detail, extra=body)
+        raise DatasetInvalid(detail, extra=body)
     dataset = Dataset(
         tenant_id=tenant_id,
         name=name or filename[:MAX_NAME_CHARS],
         filename=filename,
-        column_mapping=mapping_to_dict(mapping),
+        column_mapping=mapping_to_dict(mapping) if fmt in TABLE_FORMATS else {"chat": chat.to_dict()},
         split_seed=split_seed,
         report=report.to_dict(),
         record_count=len(records),
@@ -72,6 +86,20 @@ def create(
         ),
     )
     return dataset
+
+
+@contextmanager
+def _spooled(stream: BinaryIO, max_bytes: int) -> Iterator[Path]:
+    """The upload copied to a temporary file in chunks, at most one byte over the limit (enough to
+    refuse it); the file is removed however parsing ends."""
+    with tempfile.TemporaryDirectory(prefix="synthaug-upload-") as folder:
+        path = Path(folder) / "upload"
+        with path.open("wb") as out:
+            left = max_bytes + 1
+            while left and (chunk := stream.read(min(SPOOL_CHUNK_BYTES, left))):
+                out.write(chunk)
+                left -= len(chunk)
+        yield path
 
 
 def get(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
