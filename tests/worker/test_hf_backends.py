@@ -84,7 +84,7 @@ class TestConfigs:
         assert set(configs.lora.target_modules) == {"q_proj", "k_proj", "v_proj"}
 
     def test_registry(self):
-        assert set(TRAINERS) == {"qlora", "lora"} and set(SAMPLERS) == {"hf", "vllm"}
+        assert set(TRAINERS) == {"qlora", "lora"} and set(SAMPLERS) == {"hf", "vllm", "openai"}
         with pytest.raises(ValueError, match="known: lora, qlora"):
             get_trainer("nope")
 
