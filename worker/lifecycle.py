@@ -78,6 +78,13 @@ class Heartbeat:
         self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
                                         name=f"heartbeat-{row_id}", daemon=True)
 
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
@@ -101,9 +108,8 @@ class Heartbeat:
 def heartbeat(db: "Database", model: type, row_id: str, owner: str, interval_s: float) -> Iterator[Heartbeat]:
     """Beat for the row while the block runs; ``.lost`` is set when the row is no longer ours."""
     beat = Heartbeat(db, model, row_id, owner, interval_s)
-    beat._thread.start()
+    beat.start()
     try:
         yield beat
     finally:
-        beat._stop.set()
-        beat._thread.join()
+        beat.stop()

@@ -149,7 +149,6 @@ class _JobReporter:
     def on_event(self, event) -> None:
         with self.ctx.db.transaction() as s:
             job = s.get(FinetuneJob, self.job_id)
-            job.heartbeat_at = utcnow()
             data = {k: v for k, v in vars(event).items() if v is not None and k not in ("kind", "message", "data")}
             data.update(event.data)
             finetune_jobs.add_event(s, self.job_id, event.kind, event.message, data)
@@ -184,8 +183,7 @@ class _JobReporter:
             if not owns(job, self.beat.owner):
                 self.beat.lost.set()
                 return True
-            job.heartbeat_at = utcnow()
-            return bool(job.cancel_requested)
+            return bool(job.cancel_requested)  # the heartbeat thread keeps the row fresh
 
 
 # generation

@@ -20,13 +20,8 @@ def column_mapping(
     """The upload form's column names and ``label_values`` JSON as a ColumnMapping (422 if invalid)."""
     if label_values_json is None:
         return ColumnMapping(participant=participant, text=text, label=label, split=split)
-    try:
-        values = json.loads(label_values_json)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"form field 'label_values' is not valid JSON: {exc.msg}") from exc
-    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-        raise InvalidInput("form field 'label_values' must be a JSON object of raw value -> label, "
-                           'e.g. {"Control": "control", "ProbableAD": "impaired"}')
+    values = _string_map(label_values_json, "label_values", "raw value -> label",
+                         '{"Control": "control", "ProbableAD": "impaired"}')
     try:
         return ColumnMapping(participant=participant, text=text, label=label, split=split,
                              label_values={str(k): v for k, v in values.items()})
@@ -45,13 +40,8 @@ def chat_options(
         raise InvalidInput(f"CHAT form fields: {problems}") from exc
     label_map = None
     if label_map_json is not None:
-        try:
-            label_map = json.loads(label_map_json)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"form field 'label_map' is not valid JSON: {exc.msg}") from exc
-        if not isinstance(label_map, dict) or not all(isinstance(v, str) for v in label_map.values()):
-            raise InvalidInput("form field 'label_map' must be a JSON object of folder name -> label, "
-                               'e.g. {"cc": "control", "cd": "impaired"}')
+        label_map = _string_map(label_map_json, "label_map", "folder name -> label",
+                                '{"cc": "control", "cd": "impaired"}')
     try:
         return ChatOptions(
             render=options,
@@ -81,3 +71,14 @@ class RecordPublic(ORMModel):
     text: str
     label: str
     split: str
+
+
+def _string_map(raw: str, field: str, meaning: str, example: str) -> dict:
+    """A form field holding a JSON object of strings (422 naming the field if it is not one)."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"form field '{field}' is not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidInput(f"form field '{field}' must be a JSON object of {meaning}, e.g. {example}")
+    return value

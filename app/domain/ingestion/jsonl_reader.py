@@ -2,8 +2,8 @@
 
 import json
 
-from app.domain.ingestion.reader import Parsed, ReadOptions, Upload, decode_utf8
-from app.domain.ingestion.tables import Row, table_records
+from app.domain.ingestion.reader import Parsed, ReadOptions, Upload
+from app.domain.ingestion.tables import Row, read_table
 from app.domain.validation_report import ValidationReport
 
 
@@ -16,11 +16,7 @@ class JsonlReader:
         return False
 
     def read(self, upload: Upload, options: ReadOptions, report: ValidationReport) -> Parsed | None:
-        text = decode_utf8(upload.read_bytes(), report)
-        if text is None:
-            return None
-        rows, columns = _read_rows(text, report)
-        return None if rows is None else table_records(rows, columns, options.mapping, report)
+        return read_table(upload, options, report, _read_rows)
 
 
 def _read_rows(text: str, report: ValidationReport) -> tuple[list[Row] | None, list[str]]:

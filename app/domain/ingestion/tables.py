@@ -4,7 +4,9 @@ Rows are numbered by their line in the file, as a text editor or spreadsheet sho
 header is line 1, so the first data row is row 2; in JSONL each object's line.
 """
 
-from app.domain.ingestion.reader import Parsed
+from collections.abc import Callable
+
+from app.domain.ingestion.reader import Parsed, ReadOptions, Upload, decode_utf8
 from app.domain.ingestion.records import (
     MAX_PARTICIPANT_CHARS,
     SPLIT_ALIASES,
@@ -18,6 +20,18 @@ from app.domain.validation_report import ValidationReport
 ROW_NUMBERING = "line in the file (a CSV header is line 1, so its first data row is row 2)"
 
 Row = tuple[int, dict[str, object]]
+
+
+def read_table(
+    upload: Upload, options: ReadOptions, report: ValidationReport,
+    read_rows: Callable[[str, ValidationReport], tuple[list[Row] | None, list[str]]],
+) -> Parsed | None:
+    """A table format's read: decode, split into rows with ``read_rows``, map the columns to records."""
+    text = decode_utf8(upload.read_bytes(), report)
+    if text is None:
+        return None
+    rows, columns = read_rows(text, report)
+    return None if rows is None else table_records(rows, columns, options.mapping, report)
 
 
 def table_records(
