@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install install-dev vllm-env demo test serve clean
+.PHONY: install install-dev vllm-env demo test audit audit-env serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,19 @@ demo: install
 
 test: install-dev vllm-env
 	$(BIN)/python -m pytest -q
+
+# pip-audit lives in a venv of its own (its dependencies stay out of the project's) and reads the
+# project venv's installed distributions. Exit 1: a vulnerability; exit 3: some could not be checked.
+AUDIT_VENV ?= .venv-audit
+$(AUDIT_VENV)/.installed:
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet pip-audit==2.10.1
+	touch $@
+
+audit-env: $(AUDIT_VENV)/.installed
+
+audit: install-dev audit-env
+	.ci/audit $(AUDIT_VENV)/bin/pip-audit $(BIN)/python
 
 serve: install
 	$(BIN)/synthaug serve

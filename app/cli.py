@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 cli = typer.Typer(help="synthaug: synthetic speech-transcript corpora.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -36,7 +36,7 @@ def keys_create(tenant: str = typer.Option("default", help="Tenant name (created
     from app.db.session import Database
     from app.services.auth import create_key
 
-    settings = get_settings()
+    settings = _with_key_pepper(get_settings())
     db = Database.of(settings)
     with db.transaction() as session:
         _tenant, raw = create_key(session, tenant, settings.key_pepper.get_secret_value(), name)
@@ -144,16 +144,30 @@ def report(
         typer.echo(str(path.resolve()))
 
 
+def _with_key_pepper(settings: Settings) -> Settings:
+    """The settings with the pepper keys are stored under; exit 2 naming the problem if it is unsafe."""
+    from app.local_secrets import with_key_pepper
+
+    try:
+        return with_key_pepper(settings)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+
+
 @cli.command()
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Start the API. Embedded (no SYNTHAUG_BROKER_URL): also migrate, run jobs in this process and
-    print a first key. Distributed: the API only; jobs go to the Celery workers through the broker."""
+    write a first key to data_dir. Distributed: the API only; jobs go to the Celery workers through the broker."""
+    import sys
+
     import uvicorn
 
+    from app.local_secrets import write_first_key
     from app.logs import configure_logging
     from app.main import create_app
 
-    settings = get_settings()
+    settings = _with_key_pepper(get_settings())
     configure_logging(settings)
     if not settings.embedded:
         from app.db.session import Database
@@ -167,7 +181,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
     stack = start_embedded(settings)
     if stack.first_key:
-        typer.echo(f"API key for tenant 'default' (shown once): {stack.first_key}")
+        path = write_first_key(settings, stack.first_key)
+        typer.echo(f"API key for tenant 'default' written to {path} (readable by you only)")
+        if sys.stdout.isatty():  # a person at a terminal, not a log collector
+            typer.echo(f"API key for tenant 'default': {stack.first_key}")
     try:
         uvicorn.run(create_app(settings, db=stack.db), host=host, port=port, log_config=None)
     finally:

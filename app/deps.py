@@ -7,6 +7,7 @@ from typing import Annotated, Iterator
 from fastapi import Depends, Header, Query, Request
 from sqlalchemy.orm import Session
 
+from app.admission import ADMITTED_TENANT, tenant_of
 from app.db.session import Database
 from app.services import auth
 from app.settings import Settings
@@ -20,8 +21,19 @@ def get_database(request: Request) -> Database:
     return request.app.state.db
 
 
-def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
-    """The request owns the transaction: commit on success, roll back on any error."""
+# Requests that only read: their transaction never takes SQLite's write lock.
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def get_session(request: Request, db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    """The request owns the transaction: commit on success, roll back on any error. A GET or HEAD
+    only reads; a GET that writes takes WriteSessionDep."""
+    with db.transaction(write=request.method not in READ_METHODS) as session:
+        yield session
+
+
+def get_write_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    """A write transaction whatever the method."""
     with db.transaction() as session:
         yield session
 
@@ -31,18 +43,21 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 # scope="function": commit (and enqueue) before the response is sent, so a client holding a 201
 # finds its object and a failed commit is an error response, not a 201 for nothing.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
 
 
 def get_tenant(
-    session: SessionDep,
+    request: Request,
+    db: DatabaseDep,
     settings: SettingsDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> str:
-    raw = x_api_key
-    if authorization and authorization.lower().startswith("bearer "):
-        raw = authorization[7:].strip()
-    return auth.authenticate(session, raw, settings.key_pepper.get_secret_value())
+    # A request with a body was authenticated before it was read (app.admission).
+    admitted = getattr(request.state, ADMITTED_TENANT, None)
+    if admitted is not None:
+        return admitted
+    return tenant_of(db, settings, auth.presented_key(authorization, x_api_key))
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException
 
+from app.admission import RequestAdmission, refuse_nul_bytes
 from app.api import adapters, corpora, datasets, finetune_jobs, generations, prompt_sets, system
 from app.db.outages import outage_reason
 from app.db.session import Database, JobQueue
@@ -41,6 +44,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None, 
         version="0.1.0",
         description="Label-conditioned synthetic transcript corpora for cognitive-impairment classifiers.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_bytes)],
     )
     for module in (datasets, prompt_sets, finetune_jobs, adapters, generations, corpora, system):
         app.include_router(module.router)
@@ -58,6 +62,15 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None, 
         errors = [{"type": err["type"], "loc": list(err["loc"]), "msg": err["msg"]} for err in exc.errors()]
         return JSONResponse({"error": "InvalidInput", "detail": problems, "errors": errors}, status_code=422)
 
+    # The framework's own refusals (a body that does not parse, an unknown path or method) in the shape
+    # of ours; the parser's reason (e.g. bytes that are not UTF-8) is kept, "error parsing the body" alone
+    # does not say what to fix.
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        detail = f"{exc.detail}: {exc.__cause__}" if exc.__cause__ is not None else exc.detail
+        error = HTTPStatus(exc.status_code).phrase.replace(" ", "")
+        return JSONResponse({"error": error, "detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
     # Driver and pool errors reach this handler wherever they are raised (a route, a dependency,
     # the request's commit); connection-level ones are a 503 to retry, any other stays a 500.
     async def _database_error(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
@@ -73,6 +86,9 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None, 
 
     app.add_exception_handler(sa_exc.DBAPIError, _database_error)
     app.add_exception_handler(sa_exc.TimeoutError, _database_error)
+
+    # Added before the counting middleware, so it runs inside it: its 401s and 413s are counted too.
+    app.add_middleware(RequestAdmission, settings=settings, retry_after_s=DATABASE_RETRY_AFTER_S)
 
     @app.middleware("http")
     async def _count(request: Request, call_next):

@@ -7,11 +7,12 @@ no longer exists (a finished job's tokens/s) simply is not in the next scrape.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -19,6 +20,7 @@ from app import broker
 from app.db import counts
 from app.db.models import JOB_STATUSES, SAMPLE_STATUSES
 from app.db.session import Database
+from app.errors import Unauthorized
 from app.services.queues import QUEUES
 from app.settings import Settings
 
@@ -26,6 +28,20 @@ logger = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter("synthaug_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram("synthaug_http_request_seconds", "HTTP request latency", ["method", "route"])
+EVENT_STREAMS_OPEN = Gauge("synthaug_event_streams_open", "Server-sent event streams open in this process")
+
+
+def authorize_scrape(settings: Settings, authorization: str | None) -> None:
+    """Refuse a scrape without the metrics token (401) unless metrics are public: they count every tenant's jobs."""
+    if settings.metrics_public:
+        return
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    if token is None:
+        raise Unauthorized("/metrics is not public: set SYNTHAUG_METRICS_TOKEN and scrape with "
+                           "'Authorization: Bearer <token>', or set SYNTHAUG_METRICS_PUBLIC=true")
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <SYNTHAUG_METRICS_TOKEN>'")
 
 
 @dataclass
@@ -43,7 +59,7 @@ def read_state(db: Database, settings: Settings) -> ServiceState:
     """Read the database and, when one is configured, the broker; a failing source is logged, not raised."""
     state = ServiceState()
     try:
-        with db.transaction() as session:
+        with db.transaction(write=False) as session:
             state.jobs = counts.jobs_by_status(session)
             state.samples = counts.samples_by_status(session)
             state.tokens_per_second = counts.running_tokens_per_second(session)

@@ -24,11 +24,29 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir.")
     artifact_dir: Path | None = Field(None, description="Adapters, checkpoints, exports.")
     cache_dir: Path | None = Field(None, description="Converted base models.")
+    models_dir: Path | None = Field(
+        None, description="Local base models (HF directories) jobs may name; default data_dir/models. A base_model "
+        "path elsewhere is refused."
+    )
     broker_url: str | None = Field(None, description="Celery broker (redis://...); unset = embedded runner.")
     default_base_model: str = "smollm2-135m-instruct"
     openai_api_key: SecretStr | None = Field(None, description="Never logged or returned.")
-    key_pepper: SecretStr = Field(SecretStr(DEV_KEY_PEPPER), description="HMAC pepper for API keys.")
-    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    key_pepper: SecretStr = Field(
+        SecretStr(DEV_KEY_PEPPER),
+        description="HMAC pepper for API keys; unset, `serve` and `keys create` use a random one kept in data_dir.",
+    )
+    metrics_token: SecretStr | None = Field(None, description="GET /metrics requires `Authorization: Bearer <it>`.")
+    metrics_public: bool = Field(False, description="GET /metrics answers without a token (it counts every tenant's jobs).")
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, gt=0,
+        description="An uploaded file over this is a 413; the request may carry 64 KiB more of form fields.",
+    )
+    max_json_bytes: int = Field(
+        1024 * 1024, gt=0, description="Body of any request but an upload; more is a 413 before it is read."
+    )
+    max_report_issues: int = Field(
+        200, ge=1, description="Errors (and warnings) an upload's validation report lists; all are counted."
+    )
     max_attempts: int = Field(3, ge=1)
     report_on_generation: bool = Field(
         True, description="Compute a corpus's report each time a generation into it succeeds."
@@ -44,6 +62,22 @@ class Settings(BaseSettings):
     hf_memory_fraction: float = Field(
         0.5, gt=0.0, le=0.95, description="Share of free memory the hf sampler's KV cache may take."
     )
+    # what one request may ask for: refused with a 422 naming the parameter, its value and the limit
+    max_generation_samples: int = Field(100_000, ge=1, description="Samples (the sum of counts) one generation may ask for.")
+    max_sample_tokens: int = Field(2048, ge=1, le=8192, description="Largest max_tokens a generation may ask for.")
+    max_generation_batch_size: int = Field(256, ge=1, le=1024, description="Largest batch_size a generation may ask for.")
+    max_batch_tokens: int = Field(
+        262_144, ge=1024,
+        description="hf sampler: batch x (256 prompt tokens + max_tokens) a request may ask for and a batch may hold.",
+    )
+    hf_max_kv_cache_bytes: int = Field(
+        8 * 1024**3, ge=1024**2,
+        description="hf sampler: estimated KV cache (fp32, from the base model's config) one batch may take.",
+    )
+    max_train_batch_tokens: int = Field(
+        65_536, ge=1024, description="Fine-tunes: largest batch_size x max_seq_length a job may ask for."
+    )
+    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept per fine-tune job; older ones are deleted.")
     vllm_base_url: str | None = Field(
         None, description="OpenAI-compatible base URL of a vLLM server, e.g. http://127.0.0.1:8001/v1."
     )
@@ -89,12 +123,28 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(43200, ge=1, description="A task is asked to stop after this time.")
     task_time_limit_s: int = Field(46800, ge=1, description="A task's process is killed after this time.")
     broker_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to the broker (sending, readyz).")
+    max_running_per_tenant: int = Field(
+        0, ge=0, description="Local fine-tunes and generations one tenant may have running at once (0 = no cap)."
+    )
+    tenant_cap_retry_s: float = Field(30.0, gt=0, description="A job held back by its tenant's cap is tried again after this.")
 
     # database
     db_pool_size: int = Field(10, ge=1, description="Pooled connections per process (not SQLite).")
     db_max_overflow: int = Field(20, ge=0, description="Connections beyond the pool under load.")
-    db_pool_timeout_s: float = Field(10.0, gt=0, description="Wait for a pooled connection before 503.")
+    db_pool_timeout_s: float = Field(3.0, gt=0, description="Wait for a pooled connection before 503.")
     db_pool_recycle_s: int = Field(1800, ge=-1, description="Reconnect pooled connections older than this.")
+    sqlite_pool_size: int = Field(
+        48, ge=1, description="SQLite connections per process: the 40 request threads plus the runner's, none waiting."
+    )
+
+    # server-sent event streams (GET /finetune-jobs/{id}/events with Accept: text/event-stream)
+    event_stream_poll_s: float = Field(0.5, gt=0, le=60, description="How often a stream looks for new events.")
+    event_stream_keepalive_s: float = Field(
+        15.0, gt=0, description="A comment line is sent after this long without an event (proxies, disconnects)."
+    )
+    event_stream_max_s: float = Field(
+        3600.0, gt=0, description="A stream ends after this long with a `reconnect` event; the client resumes."
+    )
 
     # logging
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, with job ids.")
@@ -124,6 +174,11 @@ class Settings(BaseSettings):
         return not self.broker_url
 
     @property
+    def tenant_running_cap(self) -> int:
+        """max_running_per_tenant in distributed mode; embedded lanes run one job each and take turns instead."""
+        return 0 if self.embedded else self.max_running_per_tenant
+
+    @property
     def available_samplers(self) -> frozenset[SamplerName]:
         """hf always; vllm when a server is configured; openai when a key is."""
         return frozenset({SamplerName.HF} | ({SamplerName.VLLM} if self.vllm_base_url else set())
@@ -141,6 +196,15 @@ class Settings(BaseSettings):
     @property
     def resolved_cache_dir(self) -> Path:
         return (self.cache_dir or self.data_dir / "cache").resolve()
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").resolve()
+
+    @property
+    def base_model_roots(self) -> tuple[Path, ...]:
+        """Where a base_model given as a directory may be: the models dir, then the converted-model cache."""
+        return self.resolved_models_dir, self.resolved_cache_dir / "models"
 
 
 @lru_cache

@@ -49,6 +49,9 @@ def reset_postgres(url: str) -> None:
 
 def fresh_postgres_database(name: str) -> str:
     """The URL of database ``name`` beside the test database, created if missing, emptied."""
+    test_database = POSTGRES_URL.rpartition("/")[2]
+    if test_database != "test":  # runs on their own test databases do not share (and empty) each other's
+        name = f"{name}_{test_database}"
     admin = Database(POSTGRES_URL)
     with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar():

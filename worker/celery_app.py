@@ -39,6 +39,10 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # a GPU worker holds no job it is not running
+        # A broker that restarts (or drops the connection) leaves running tasks running: their rows, not
+        # the broker, say who runs them. Celery 6's default would cancel them for redelivery, losing the
+        # training since the last checkpoint over a seconds-long Redis outage.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
         broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},

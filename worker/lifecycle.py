@@ -16,12 +16,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Iterator
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from app.db.base import utcnow
-from app.db.models import TERMINAL_STATUSES, RunState
+from app.db.models import TERMINAL_STATUSES, FinetuneJob, Generation, RunState, Tenant
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from app.db.session import Database
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,27 @@ def claim(row: RunState | None, max_attempts: int, owner: str, stale_after_s: fl
     row.started_at = row.started_at or utcnow()
     row.heartbeat_at = utcnow()
     return True
+
+
+class TenantAtCapacity(Exception):
+    """The row's tenant already runs its share of jobs; this delivery should come back later."""
+
+
+def check_tenant_capacity(session: "Session", row: RunState | None, cap: int) -> None:
+    """Raise TenantAtCapacity when a queued row's tenant already has ``cap`` local jobs (fine-tunes
+    and generations) running; 0 = no cap. The tenant's row is locked first, so two workers claiming
+    two jobs of one tenant count one after the other (Postgres; SQLite writers are serial anyway)."""
+    if not cap or row is None or row.status != "queued" or getattr(row, "cancel_requested", False):
+        return
+    session.execute(select(Tenant.id).where(Tenant.id == row.tenant_id).with_for_update())
+    running = sum(
+        session.scalar(select(func.count()).select_from(model).where(
+            model.tenant_id == row.tenant_id, model.status == "running", model.id != row.id, *extra))
+        for model, extra in ((FinetuneJob, (FinetuneJob.method != "openai",)), (Generation, ()))
+    )
+    if running >= cap:
+        raise TenantAtCapacity(f"tenant {row.tenant_id} has {running} jobs running (cap {cap}); "
+                               f"{type(row).__name__} {row.id} waits")
 
 
 def is_active(row: RunState) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from dataclasses import dataclass
+
+from sqlalchemy import select
 
 from app.db import repositories as repo
 from app.db.migrate import upgrade
@@ -16,24 +17,25 @@ from app.services import finetune_jobs, generations, reports
 from app.services.auth import create_key
 from app.settings import Settings
 from worker.context import WorkerContext
+from worker.fair_queue import FairQueue
 from worker.runner import TASKS
 
 log = logging.getLogger(__name__)
-_STOP = ("", "")
 
 
 class LocalRunner:
-    """FIFOs of (task name, id), each run one at a time; implements the app's JobQueue.
+    """Lanes of (task name, id), each run one at a time; implements the app's JobQueue.
 
-    Local work (training, sampling, reports) runs in one lane, in order; driving OpenAI fine-tunes,
-    which mostly waits on a remote job for hours, runs in a lane of its own so it never holds up
-    local work."""
+    Local work (training, sampling, reports) runs in one lane; driving OpenAI fine-tunes, which
+    mostly waits on a remote job for hours, runs in a lane of its own so it never holds up local
+    work. Within a lane tenants take turns (each tenant's own jobs in order), so one tenant's
+    queue of long jobs delays another's by at most the job already running."""
 
     LANES = ("local", "remote")
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self._queues: dict[str, queue.Queue[tuple[str, str]]] = {lane: queue.Queue() for lane in self.LANES}
+        self._queues: dict[str, FairQueue[tuple[str, str]]] = {lane: FairQueue() for lane in self.LANES}
         self._threads: list[threading.Thread] = []
 
     @staticmethod
@@ -43,7 +45,20 @@ class LocalRunner:
     def enqueue(self, task_name: str, object_id: str) -> None:
         if task_name not in TASKS:
             raise ValueError(f"unknown task '{task_name}'")
-        self._queues[self.lane_of(task_name)].put((task_name, object_id))
+        self._queues[self.lane_of(task_name)].put((task_name, object_id), self._tenant_of(task_name, object_id))
+
+    def _tenant_of(self, task_name: str, object_id: str) -> str | None:
+        """The tenant whose turn a task takes (None when its row cannot be read: it then runs in a turn of its own)."""
+        model = _ROW_OF_TASK.get(task_name)
+        if model is None:
+            return None
+        try:
+            with self.ctx.db.transaction(write=False) as s:
+                return s.scalar(select(model.tenant_id).where(model.id == object_id))
+        except Exception:
+            log.warning("could not read the tenant of %s(%s); it queues on its own", task_name, object_id,
+                        exc_info=True)
+            return None
 
     def revoke(self, task_name: str, object_id: str) -> None:
         """Nothing to withdraw: the task finds its row cancelled and does nothing."""
@@ -84,10 +99,13 @@ class LocalRunner:
         return done.wait(timeout)
 
     def stop(self) -> None:
+        """Run what is queued, then stop."""
         for lane_queue in self._queues.values():
-            lane_queue.put(_STOP)
+            lane_queue.close()
         for thread in self._threads:
             thread.join()
+        if self._threads:  # the closed queues were drained: fresh ones let the runner start again
+            self._queues = {lane: FairQueue() for lane in self.LANES}
         self._threads = []
 
     def _work(self, lane: str) -> None:
@@ -97,17 +115,19 @@ class LocalRunner:
             except Exception:
                 log.exception("could not prepare the default base model; jobs will try again")
         lane_queue = self._queues[lane]
-        while True:
-            task_name, object_id = lane_queue.get()
+        while (item := lane_queue.get()) is not None:
+            task_name, object_id = item
             try:
-                if (task_name, object_id) == _STOP:
-                    return
                 with job_context(task=task_name, job_id=object_id):
                     TASKS[task_name](self.ctx, object_id)
             except Exception:
                 log.exception("task %s(%s) crashed", task_name, object_id)
             finally:
                 lane_queue.task_done()
+
+
+_ROW_OF_TASK = {finetune_jobs.TASK_NAME: FinetuneJob, finetune_jobs.OPENAI_TASK_NAME: FinetuneJob,
+                generations.TASK_NAME: Generation, reports.TASK_NAME: CorpusReport}
 
 
 def _task_of(row) -> str:

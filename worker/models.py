@@ -16,11 +16,14 @@ Quantization = Literal["nf4", "none"]
 
 # Written next to every adapter: which registry base model, method and quantization it needs.
 ADAPTER_MANIFEST = "synthaug.json"
+# What PEFT reads from an adapter directory (our trainer always saves safetensors).
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def materialize_base_model(name: str, cache_dir: Path) -> Path:
     """A local Hugging Face directory for a base model, converting a bundled GGUF once."""
-    ref = resolve_base_model(name)
+    ref = resolve_base_model(name, None)  # a job's name, accepted when the job was submitted
     if ref.kind != "gguf_package":
         return Path(ref.location)
     target = Path(cache_dir) / "models" / ref.name
@@ -59,9 +62,35 @@ def load_model(model_dir: Path, quantization: Quantization, device: str = "cpu",
     return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
 
 
-def read_adapter_manifest(adapter_dir: Path) -> dict:
-    """The manifest a trainer wrote next to an adapter (base_model, method, quantization, ...)."""
-    return json.loads((Path(adapter_dir) / ADAPTER_MANIFEST).read_text())
+def adapter_problem(adapter_dir: Path | None) -> str | None:
+    """What makes an adapter directory unloadable (missing or damaged files), or None when it looks sound.
+
+    Checked before loading, so a damaged adapter fails with a sentence naming the file rather than
+    whatever PEFT or safetensors raise halfway through; the answer names files, never server paths.
+    """
+    if adapter_dir is None or not Path(adapter_dir).is_dir():
+        return "its directory is missing"
+    config_path = Path(adapter_dir) / ADAPTER_CONFIG
+    if not config_path.is_file():
+        return f"{ADAPTER_CONFIG} is missing"
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{ADAPTER_CONFIG} is not valid JSON ({exc})"
+    if not isinstance(config, dict) or "peft_type" not in config:
+        return f"{ADAPTER_CONFIG} is not a PEFT adapter configuration (no peft_type)"
+    weights = Path(adapter_dir) / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        return f"{ADAPTER_WEIGHTS} is missing"
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        # Opening reads the header and checks that the file holds every byte it declares.
+        with safe_open(str(weights), framework="numpy"):
+            pass
+    except (SafetensorError, OSError) as exc:
+        return f"{ADAPTER_WEIGHTS} is truncated or not a safetensors file ({exc})"
+    return None
 
 
 def nf4_config(device: str = "cpu"):

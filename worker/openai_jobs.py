@@ -21,6 +21,7 @@ from app.db.base import utcnow
 from app.db.models import Adapter, Checkpoint, FinetuneJob
 from app.domain.openai_finetune import JOB_ID_METADATA_KEY, OpenAIHyperparameters, to_jsonl
 from app.logs import job_context
+from app.server_paths import hide_server_paths
 from app.services import finetune_jobs
 from worker.context import WorkerContext
 from worker.lifecycle import Heartbeat, claim, heartbeat, owns
@@ -60,7 +61,7 @@ def run_openai_finetune(ctx: WorkerContext, job_id: str) -> None:
             log.warning("openai job %s was taken from this worker; it stops following it", job_id)
         except Exception as exc:
             log.exception("openai fine-tune %s failed", job_id)
-            _finish(ctx, job_id, owner, "failed", _describe(exc))
+            _finish(ctx, job_id, owner, "failed", hide_server_paths(_describe(exc), ctx.settings))
 
 
 def _describe(exc: Exception) -> str:
@@ -232,7 +233,8 @@ def _store_checkpoint(s, job: FinetuneJob, checkpoint) -> None:
                   base_model=job.base_model, method=job.method, kind="openai",
                   remote_model=checkpoint.fine_tuned_model_checkpoint))
     finetune_jobs.add_event(s, job.id, "checkpoint", f"checkpoint model {checkpoint.fine_tuned_model_checkpoint}",
-                            {"step": checkpoint.step_number, "path": checkpoint.fine_tuned_model_checkpoint})
+                            {"step": checkpoint.step_number, "checkpoint_id": row.id,
+                             "model": checkpoint.fine_tuned_model_checkpoint})
 
 
 def _conclude(ctx: WorkerContext, job_id: str, owner: str, remote_job) -> None:

@@ -47,5 +47,13 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
 
 
 def encode_completion(tokenizer: Any, completion: str) -> list[int]:
-    """Token ids of a completion, tokenized on its own as the sampler generates it after the prompt."""
-    return tokenizer(completion, add_special_tokens=False)["input_ids"]
+    """Token ids of a completion, tokenized on its own as the sampler generates it after the prompt.
+
+    Only the closing eos is a special token: a transcript that holds the text of one ("<|im_end|>") is
+    spelt out in ordinary tokens, or training would learn to stop there and decoding would drop it.
+    """
+    eos = tokenizer.eos_token
+    closed = bool(eos) and completion.endswith(eos)
+    transcript = completion[: -len(eos)] if closed else completion
+    ids = tokenizer(transcript, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return [*ids, tokenizer.eos_token_id] if closed else ids

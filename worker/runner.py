@@ -10,21 +10,25 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from app.db import repositories as repo
 from app.db.base import utcnow
 from app.db.models import Adapter, Checkpoint, FinetuneJob, Generation
+from app.db.outages import retry_outages
 from app.domain.hyperparameters import Hyperparameters
 from app.domain.post_filters import PostFilter, RealText, sample_ref
 from app.domain.sampling import FilterSettings, SamplingParams, sample_seed
 from app.errors import InvalidInput
 from app.logs import job_context
+from app.server_paths import describe_failure
 from app.services import finetune_jobs, generations, prompt_sets, reports
 from app.services.token_counts import load_model_tokenizer
+from worker.checkpoints import prune_checkpoints
 from worker.context import WorkerContext
-from worker.lifecycle import Heartbeat, claim, heartbeat, owns
+from worker.lifecycle import Heartbeat, check_tenant_capacity, claim, heartbeat, owns
 from worker.openai_jobs import run_openai_finetune
 from worker.reporting.corpus_report import run_report
 
@@ -49,14 +53,14 @@ def run_finetune(ctx: WorkerContext, job_id: str) -> None:
             return
         except Exception as exc:
             log.exception("fine-tune %s could not start", job_id)
-            _finish_job(ctx, job_id, owner, "failed", error=f"could not start: {type(exc).__name__}: {exc}")
+            _finish_job(ctx, job_id, owner, "failed", error=f"could not start: {describe_failure(exc, ctx.settings)}")
             return
         reporter = _JobReporter(ctx, job_id, beat)
         try:
             result = ctx.trainer(spec.method).train(spec, train, evaluation, reporter.on_event, reporter.should_stop)
         except Exception as exc:
             log.exception("fine-tune %s failed", job_id)
-            _finish_job(ctx, job_id, owner, "failed", error=f"{type(exc).__name__}: {exc}")
+            _finish_job(ctx, job_id, owner, "failed", error=describe_failure(exc, ctx.settings))
             return
     if result.stopped and beat.lost.is_set():
         return  # the job was taken from this worker; whoever has it now finishes it
@@ -71,6 +75,7 @@ def _claim_finetune(ctx: WorkerContext, job_id: str, owner: str) -> tuple[Path |
     when this delivery has nothing to run."""
     with ctx.db.transaction() as s:
         job = repo.lock_job(s, job_id)
+        check_tenant_capacity(s, job, ctx.settings.tenant_running_cap)
         if not claim(job, ctx.settings.max_attempts, owner, ctx.settings.stale_after_s):
             return None
         checkpoints = repo.list_checkpoints(s, job_id)
@@ -122,6 +127,14 @@ def _finish_job(
     ctx: WorkerContext, job_id: str, owner: str, status: str, *, error: str | None = None,
     metrics: dict | None = None, adapter_dir: Path | None = None,
 ) -> None:
+    """Write the job's final state; retried through a passing lock or outage, so it is not left running."""
+    retry_outages(partial(_write_job_result, ctx, job_id, owner, status, error, metrics, adapter_dir))
+
+
+def _write_job_result(
+    ctx: WorkerContext, job_id: str, owner: str, status: str, error: str | None, metrics: dict | None,
+    adapter_dir: Path | None,
+) -> None:
     with ctx.db.transaction() as s:
         job = repo.lock_job(s, job_id)
         if not owns(job, owner):
@@ -149,8 +162,17 @@ class _JobReporter:
     def on_event(self, event) -> None:
         with self.ctx.db.transaction() as s:
             job = s.get(FinetuneJob, self.job_id)
-            data = {k: v for k, v in vars(event).items() if v is not None and k not in ("kind", "message", "data")}
+            # Tenants read events: a checkpoint is named by its id, never by its server path.
+            data = {k: v for k, v in vars(event).items()
+                    if v is not None and k not in ("kind", "message", "data", "path")}
             data.update(event.data)
+            if event.kind == "checkpoint" and event.path and event.step is not None:
+                checkpoint = repo.get_checkpoint(s, self.job_id, event.step)
+                if checkpoint is None:
+                    checkpoint = Checkpoint(job_id=self.job_id, step=event.step, epoch=event.epoch, path=event.path)
+                    s.add(checkpoint)
+                    s.flush()
+                data["checkpoint_id"] = checkpoint.id
             finetune_jobs.add_event(s, self.job_id, event.kind, event.message, data)
             if event.step is not None:
                 self._progress(job, event.step, event.total_steps)
@@ -160,9 +182,9 @@ class _JobReporter:
                 job.metrics = {**job.metrics, "tokens_per_second": event.data["tokens_per_second"]}
             if event.kind == "eval" and event.eval_loss is not None:
                 job.metrics = {**job.metrics, "eval_loss": event.eval_loss}
-            if event.kind == "checkpoint" and event.path and event.step is not None:
-                if repo.get_checkpoint(s, self.job_id, event.step) is None:
-                    s.add(Checkpoint(job_id=self.job_id, step=event.step, epoch=event.epoch, path=event.path))
+        if event.kind == "checkpoint":
+            prune_checkpoints(self.ctx.db, self.job_id, self.ctx.settings.keep_checkpoints,
+                              self.ctx.settings.resolved_artifact_dir / "jobs" / self.job_id)
 
     def _progress(self, job: FinetuneJob, step: int, total: int | None) -> None:
         job.step = step
@@ -178,7 +200,7 @@ class _JobReporter:
         """Stop when the job is cancelled, or when it is no longer this worker's."""
         if self.beat.lost.is_set():
             return True
-        with self.ctx.db.transaction() as s:
+        with self.ctx.db.transaction(write=False) as s:
             job = s.get(FinetuneJob, self.job_id)
             if not owns(job, self.beat.owner):
                 self.beat.lost.set()
@@ -194,6 +216,7 @@ def run_generation(ctx: WorkerContext, generation_id: str) -> None:
     owner = ctx.new_owner()
     with ctx.db.transaction() as s:
         gen = s.get(Generation, generation_id, with_for_update=True)
+        check_tenant_capacity(s, gen, ctx.settings.tenant_running_cap)
         if not claim(gen, ctx.settings.max_attempts, owner, ctx.settings.stale_after_s):
             return
         attempt = gen.attempts
@@ -206,7 +229,7 @@ def run_generation(ctx: WorkerContext, generation_id: str) -> None:
                 outcome = _draw_chunk(ctx, run)
         except Exception as exc:
             log.exception("generation %s failed", generation_id)
-            _finish_generation(ctx, generation_id, owner, "failed", f"{type(exc).__name__}: {exc}")
+            _finish_generation(ctx, generation_id, owner, "failed", describe_failure(exc, ctx.settings))
             return
     if outcome == "done":
         _finish_generation(ctx, generation_id, owner, "succeeded")
@@ -272,7 +295,7 @@ def _draw_chunk(ctx: WorkerContext, run: _GenerationRun) -> str:
     or "lost" (the generation is no longer this worker's)."""
     from worker.sampling.base import SampleRequest
 
-    with ctx.db.transaction() as s:
+    with ctx.db.transaction(write=False) as s:
         gen = s.get(Generation, run.generation_id)
         if not owns(gen, run.owner):
             return "lost"
@@ -308,6 +331,11 @@ def _draw_chunk(ctx: WorkerContext, run: _GenerationRun) -> str:
 
 
 def _finish_generation(ctx: WorkerContext, generation_id: str, owner: str, status: str, error: str | None = None) -> None:
+    """Write the generation's final state; retried like a fine-tune's."""
+    retry_outages(partial(_write_generation_result, ctx, generation_id, owner, status, error))
+
+
+def _write_generation_result(ctx: WorkerContext, generation_id: str, owner: str, status: str, error: str | None) -> None:
     with ctx.db.transaction() as s:
         gen = s.get(Generation, generation_id, with_for_update=True)
         if not owns(gen, owner):

@@ -16,6 +16,7 @@ from app.services.queues import REAP_TASK
 from app.settings import get_settings
 from worker.celery_app import CeleryQueue, celery_app
 from worker.context import WorkerContext
+from worker.lifecycle import TenantAtCapacity
 from worker.reaper import reap
 from worker.runner import TASKS
 
@@ -49,7 +50,12 @@ def _register(task_name: str) -> None:
         with job_context(task=task_name, job_id=object_id, celery_task_id=self.request.id,
                          redelivered=bool((self.request.delivery_info or {}).get("redelivered")) or None):
             log.info("task %s(%s) received", task_name, object_id)
-            body(context(), object_id)
+            try:
+                body(context(), object_id)
+            except TenantAtCapacity as exc:
+                # The row stays queued; a fresh message brings it back (the reaper would, much later).
+                log.info("%s; trying again in %.0f s", exc, context().settings.tenant_cap_retry_s)
+                raise self.retry(countdown=context().settings.tenant_cap_retry_s, max_retries=None) from None
 
 
 for _name in TASKS:

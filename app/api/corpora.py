@@ -8,11 +8,11 @@ from fastapi.responses import FileResponse, StreamingResponse
 from app.api import streams
 from app.db.session import Database
 from app.deps import DatabaseDep, PageDep, SessionDep, SettingsDep, TenantDep
-from app.schemas.common import ListOf
+from app.schemas.common import ListOf, binary_response, error_responses
 from app.schemas.corpora import CorpusDetail, CorpusPublic, CorpusReportPublic, SamplePublic
 from app.services import corpora, reports
 
-router = APIRouter(prefix="/corpora", tags=["corpora"])
+router = APIRouter(prefix="/corpora", tags=["corpora"], responses=error_responses(401, 422, 503))
 
 _EXPORT_TYPES = {"id": "int64", "record_id": "int64", "index": "int64", "seed": "int64", "sample_seed": "int64",
                  "synthetic": "bool"}
@@ -23,12 +23,12 @@ def list_corpora(session: SessionDep, tenant_id: TenantDep, page: PageDep):
     return corpora.list_for(session, tenant_id, limit=page.limit, cursor=page.cursor)
 
 
-@router.get("/{corpus_id}", response_model=CorpusDetail)
+@router.get("/{corpus_id}", response_model=CorpusDetail, responses=error_responses(404))
 def get_corpus(corpus_id: str, session: SessionDep, tenant_id: TenantDep):
     return corpora.detail(session, tenant_id, corpus_id)
 
 
-@router.get("/{corpus_id}/samples", response_model=ListOf[SamplePublic])
+@router.get("/{corpus_id}/samples", response_model=ListOf[SamplePublic], responses=error_responses(404))
 def list_samples(
     corpus_id: str,
     session: SessionDep,
@@ -45,6 +45,7 @@ def list_samples(
 @router.get(
     "/{corpus_id}/report",
     response_model=CorpusReportPublic,
+    responses=error_responses(404),
     description="The stored evidence of the corpus (computed when a generation into it succeeds): its status "
     "and, once succeeded, the report. 404 before any was requested.",
 )
@@ -53,12 +54,14 @@ def get_report(corpus_id: str, session: SessionDep, tenant_id: TenantDep):
 
 
 @router.post("/{corpus_id}/report", response_model=CorpusReportPublic, status_code=202,
+             responses=error_responses(404),
              description="Recompute the report (e.g. after another generation); one in progress is left to finish.")
 def recompute_report(corpus_id: str, session: SessionDep, tenant_id: TenantDep):
     return reports.status_of(session, reports.request(session, tenant_id, corpus_id))
 
 
 @router.get("/{corpus_id}/report.html", response_class=FileResponse,
+            responses=binary_response("The report page.", "text/html") | error_responses(404, 409),
             description="The report as one self-contained HTML page with its charts; 409 until it is computed.")
 def get_report_page(corpus_id: str, session: SessionDep, tenant_id: TenantDep, settings: SettingsDep):
     return FileResponse(reports.html_of(session, tenant_id, corpus_id, settings.resolved_artifact_dir),
@@ -68,6 +71,7 @@ def get_report_page(corpus_id: str, session: SessionDep, tenant_id: TenantDep, s
 @router.get(
     "/{corpus_id}/export",
     response_class=StreamingResponse,
+    responses=binary_response("The samples.", *corpora.EXPORT_FORMATS.values()) | error_responses(404),
     description="The accepted samples, streamed. `include_real=train` prepends the real train split of the "
     "corpus's data set (the augmented training set, with a `synthetic` column); any other value, or the "
     "parameter given twice, is refused.",
@@ -94,13 +98,13 @@ def export_corpus(
 
 
 def _export(db: Database, corpus_id: str, fmt: str, label: str | None, include_real: bool) -> Iterator[str | bytes]:
-    # Its own session: the stream outlives the request's transaction.
-    with db.transaction() as session:
-        rows = corpora.export_rows(session, corpus_id, label, include_real)
-        if fmt == "jsonl":
-            yield from streams.jsonl(rows)
-        elif fmt == "csv":
-            columns = [c for c in corpora.EXPORT_COLUMNS if c != "provenance"]
-            yield from streams.csv_text(rows, columns)
-        else:
-            yield from streams.parquet(rows, corpora.EXPORT_COLUMNS, _EXPORT_TYPES)
+    # The rows are read chunk by chunk in short transactions of their own: the stream outlives the
+    # request's transaction, and no transaction stays open while the client reads.
+    rows = corpora.export_rows(db, corpus_id, label, include_real)
+    if fmt == "jsonl":
+        yield from streams.jsonl(rows)
+    elif fmt == "csv":
+        columns = [c for c in corpora.EXPORT_COLUMNS if c != "provenance"]
+        yield from streams.csv_text(rows, columns)
+    else:
+        yield from streams.parquet(rows, corpora.EXPORT_COLUMNS, _EXPORT_TYPES)

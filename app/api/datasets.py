@@ -6,13 +6,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
 from app.deps import PageDep, SessionDep, SettingsDep, TenantDep
-from app.schemas.common import ListOf
+from app.schemas.common import ListOf, error_responses
 from app.domain.ingestion import ArchiveLimits
 from app.domain.ingestion.chat_layout import DEFAULT_LABEL_MAP, DEFAULT_PARTICIPANT_PATTERN
 from app.schemas.datasets import DatasetPublic, RecordPublic, chat_options, column_mapping
 from app.services import datasets, token_counts
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=error_responses(401, 422, 503))
 
 UPLOAD_DESCRIPTION = """Upload a table (CSV or JSONL: participant, text, label[, split]) or CHAT transcripts
 (one `.cha` file, or a `.zip` of folders of `.cha` files with optional metadata files). The format comes from
@@ -26,10 +26,12 @@ else a metadata file (CSV, or ADReSS `*_meta_data.txt`) listing the file or part
 Participant: `participant_pattern` in the file name (Pitt `001-0.cha` and `001-2.cha` are participant 001).
 Split: a `train`/`test` folder in the path, else assigned by participant like a table without a split column.
 A zip is refused (422) for absolute or `..` paths, symbolic links, nested archives, or more files or
-uncompressed bytes than the server allows; a CHAT file or zip over the upload limit is a 413."""
+uncompressed bytes than the server allows. A file over the upload limit is a 413 (`UploadTooLarge`); the report
+lists its first errors and warnings and counts them all (`errors_total`, `errors_truncated`)."""
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, description=UPLOAD_DESCRIPTION)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, description=UPLOAD_DESCRIPTION,
+             responses=error_responses(400, 413))
 def create_dataset(
     session: SessionDep,
     settings: SettingsDep,
@@ -87,6 +89,7 @@ def create_dataset(
         chat=chat,
         archive=ArchiveLimits(settings.max_archive_files, settings.max_archive_bytes),
         count_tokens=token_counts.counter(settings, base_model or settings.default_base_model),
+        max_report_issues=settings.max_report_issues,
     )
 
 
@@ -95,12 +98,12 @@ def list_datasets(session: SessionDep, tenant_id: TenantDep, page: PageDep):
     return datasets.list_for(session, tenant_id, limit=page.limit, cursor=page.cursor)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(404))
 def get_dataset(dataset_id: str, session: SessionDep, tenant_id: TenantDep):
     return datasets.get(session, tenant_id, dataset_id)
 
 
-@router.get("/{dataset_id}/records", response_model=ListOf[RecordPublic])
+@router.get("/{dataset_id}/records", response_model=ListOf[RecordPublic], responses=error_responses(404))
 def list_records(
     dataset_id: str,
     session: SessionDep,

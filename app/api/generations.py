@@ -3,13 +3,17 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.deps import SessionDep, SettingsDep, TenantDep
+from app.schemas.common import error_responses
 from app.schemas.generations import GenerateRequest, GenerationPublic
 from app.services import generations
 
-router = APIRouter(tags=["generations"])
+router = APIRouter(tags=["generations"], responses=error_responses(401, 422, 503))
 
 
-@router.post("/generate", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationPublic)
+@router.post(
+    "/generate", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationPublic,
+    responses=error_responses(400, 404, 413),
+)
 def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, tenant_id: TenantDep):
     return generations.create(
         session,
@@ -19,19 +23,20 @@ def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, 
         params=body.sampling_params(),
         filters=body.filters,
         sampler=body.sampler,
-        default_sampler=settings.default_sampler,
-        available_samplers=settings.available_samplers,
+        settings=settings,
         batch_size=body.batch_size,
         corpus_id=body.corpus_id,
     )
 
 
-@router.get("/generations/{generation_id}", response_model=GenerationPublic)
+@router.get("/generations/{generation_id}", response_model=GenerationPublic, responses=error_responses(404))
 def get_generation(generation_id: str, session: SessionDep, tenant_id: TenantDep):
     return generations.get(session, tenant_id, generation_id)
 
 
-@router.post("/generations/{generation_id}/cancel", response_model=GenerationPublic)
+@router.post(
+    "/generations/{generation_id}/cancel", response_model=GenerationPublic, responses=error_responses(404, 409)
+)
 def cancel_generation(generation_id: str, session: SessionDep, tenant_id: TenantDep):
     """A queued generation is cancelled at once; a running one stops before its next chunk and keeps
     the samples it has stored."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, JSONType, new_id, utcnow
+from app.domain.markers import count_markers
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 # OpenAI fine-tunes mirror the remote job's status, which adds these while it is active.
@@ -28,6 +29,19 @@ def _tenant() -> Mapped[str]:
 
 def _created() -> Mapped[datetime]:
     return mapped_column(default=utcnow)
+
+
+def _marker_default(name: str):
+    """An insert default reading one marker count off the row's text."""
+    def default(context) -> int:
+        return _markers_of(context.get_current_parameters()["text"])[name]
+    return default
+
+
+@lru_cache(maxsize=16)
+def _markers_of(text: str) -> dict[str, int]:
+    # The three marker columns of a row are filled one after another from the same text.
+    return count_markers(text)
 
 
 class RunState:
@@ -155,6 +169,11 @@ class Checkpoint(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
     created_at: Mapped[datetime] = _created()
 
+    @property
+    def remote_model(self) -> str | None:
+        """An openai checkpoint's model id; None for a PEFT directory, whose path stays on the server."""
+        return None if self.path.startswith("/") else self.path
+
 
 class Adapter(Base):
     """What a generation samples from: a PEFT directory (kind peft) or an OpenAI fine-tuned model id
@@ -244,3 +263,8 @@ class Sample(Base):
     checks: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     provenance: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = _created()
+    # Marker counts of the text, computed on insert: a corpus's quality is their per-label sums,
+    # so it is read without loading a single text.
+    marker_words: Mapped[int | None] = mapped_column(Integer, default=_marker_default("words"))
+    marker_fillers: Mapped[int | None] = mapped_column(Integer, default=_marker_default("fillers"))
+    marker_repetitions: Mapped[int | None] = mapped_column(Integer, default=_marker_default("repetitions"))

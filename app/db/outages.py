@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import Callable, TypeVar
+
 from sqlalchemy import exc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def outage_reason(error: BaseException) -> str | None:
@@ -14,6 +21,8 @@ def outage_reason(error: BaseException) -> str | None:
     """
     if isinstance(error, exc.TimeoutError):
         return "no free connection in the pool"
+    if isinstance(error, exc.OperationalError) and "database is locked" in str(error.orig):
+        return "database is locked"  # SQLite: another writer held the lock past the busy timeout
     if isinstance(error, (exc.OperationalError, exc.InterfaceError)) or (
         isinstance(error, exc.DBAPIError) and error.connection_invalidated
     ):
@@ -21,3 +30,19 @@ def outage_reason(error: BaseException) -> str | None:
         # host, port or user that its message carries.
         return type(error.orig).__name__ if error.orig is not None else type(error).__name__
     return None
+
+
+def retry_outages(write: Callable[[], T], *, attempts: int = 5, first_wait_s: float = 0.5) -> T:
+    """``write()``, run again (the wait doubling from ``first_wait_s``) while it fails on an outage or
+    a SQLite lock; the last failure is raised. ``write`` must open its own transaction."""
+    for attempt in range(1, attempts):
+        try:
+            return write()
+        except exc.SQLAlchemyError as error:
+            reason = outage_reason(error)
+            if reason is None:
+                raise
+            wait = first_wait_s * 2 ** (attempt - 1)
+            log.warning("database write failed (%s), attempt %d of %d; retrying in %.1f s", reason, attempt, attempts, wait)
+            time.sleep(wait)
+    return write()

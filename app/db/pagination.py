@@ -12,6 +12,10 @@ from app.errors import InvalidInput
 
 T = TypeVar("T")
 
+# Integer keys are 32-bit signed (Integer columns on Postgres); a larger cursor names no row and would be
+# refused by the driver as out of range.
+MAX_INT_KEY = 2**31 - 1
+
 
 @dataclass
 class Page(Generic[T]):
@@ -32,8 +36,9 @@ def paginate(
     if cursor is not None:
         value: Any = cursor
         if key.type.python_type is int:
-            if not (cursor.isascii() and cursor.isdigit()):
-                raise InvalidInput(f"cursor '{cursor}' is not a next_cursor this list returned")
+            # The length first: int() refuses over 4300 digits, and SQLite overflows past 64 bits.
+            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 10 or int(cursor) > MAX_INT_KEY:
+                raise InvalidInput(f"cursor '{cursor[:40]}' is not a next_cursor this list returned")
             value = int(cursor)
         stmt = stmt.where(key < value if newest_first else key > value)
     stmt = stmt.order_by(key.desc() if newest_first else key.asc()).limit(limit + 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -22,6 +22,8 @@ from app.db.models import (
     Tenant,
 )
 from app.db.pagination import Page, paginate
+from app.domain.markers import count_markers
+
 
 def get_owned(session: Session, model: type, tenant_id: str, object_id: str) -> Any | None:
     """A tenant's object by id, or None (another tenant's object is simply not found)."""
@@ -187,17 +189,6 @@ def list_samples(
     return paginate(session, stmt, Sample.id, limit=limit, cursor=cursor, newest_first=False)
 
 
-def iter_samples(session: Session, corpus_id: str, label: str | None, chunk: int = 500) -> Iterator[Sample]:
-    """The accepted samples of a corpus in id order, read in chunks so exports stay flat in memory."""
-    cursor: str | None = None
-    while True:
-        page = list_samples(session, corpus_id, limit=chunk, cursor=cursor, label=label)
-        yield from page.data
-        if page.next_cursor is None:
-            return
-        cursor = page.next_cursor
-
-
 def accepted_samples(session: Session, corpus_id: str) -> Sequence[Any]:
     """(generation_id, label, index, text) of every accepted sample of a corpus, in id order."""
     stmt = (
@@ -236,15 +227,24 @@ def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         return 0
     dialect = session.get_bind().dialect.name
     insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[dialect]
-    stmt = insert(Sample).values(list(rows)).on_conflict_do_nothing(
+    # A multi-row VALUES insert cannot run the columns' per-row defaults, so the markers are given.
+    rows = [{**{f"marker_{name}": count for name, count in count_markers(row["text"]).items()}, **row} for row in rows]
+    stmt = insert(Sample).values(rows).on_conflict_do_nothing(
         index_elements=[Sample.generation_id, Sample.label, Sample.index]
     ).returning(Sample.id)
     return len(session.execute(stmt).all())
 
 
-def sample_texts(session: Session, corpus_id: str, label: str) -> Sequence[str]:
-    stmt = select(Sample.text).where(Sample.corpus_id == corpus_id, Sample.label == label, Sample.status == ACCEPTED)
-    return session.scalars(stmt).all()
+def corpus_marker_sums(session: Session, corpus_id: str) -> dict[str, tuple[int, int, int, int]]:
+    """Per label of the accepted samples: (count, words, fillers, repetitions), summed in the database."""
+    stmt = (
+        select(Sample.label, func.count(), *(func.coalesce(func.sum(column), 0) for column in
+                                             (Sample.marker_words, Sample.marker_fillers, Sample.marker_repetitions)))
+        .where(Sample.corpus_id == corpus_id, Sample.status == ACCEPTED)
+        .group_by(Sample.label)
+    )
+    return {label: (int(n), int(words), int(fillers), int(repetitions))
+            for label, n, words, fillers, repetitions in session.execute(stmt)}
 
 
 def drawn_samples(session: Session, corpus_id: str) -> Sequence[Any]:

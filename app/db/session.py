@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 _PENDING = "synthaug_pending_enqueues"
 _QUEUE = "synthaug_queue"
+# Execution option of a session that only reads: on SQLite it begins without taking the write lock.
+READ_ONLY = "synthaug_read_only"
 
 
 class JobQueue(Protocol):
@@ -25,7 +27,10 @@ class JobQueue(Protocol):
 
 
 def pool_options(settings: "Settings") -> dict[str, Any]:
-    """Connection-pool settings of a server database (Postgres); SQLite ignores them."""
+    """Connection-pool settings: a server database's (Postgres) from the settings; SQLite's sized to
+    the sync threadpool (its connections are cheap) with the same short wait before a 503."""
+    if settings.resolved_database_url.startswith("sqlite"):
+        return {"pool_size": settings.sqlite_pool_size, "max_overflow": 0, "pool_timeout": settings.db_pool_timeout_s}
     return {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
@@ -36,11 +41,13 @@ def pool_options(settings: "Settings") -> dict[str, Any]:
 
 def create_db_engine(url: str, pool: dict[str, Any] | None = None) -> Engine:
     """An engine; a server database gets a pool that pings a connection before handing it out (a
-    restarted server costs one failed ping, not a failed request); SQLite gets WAL, a busy timeout
-    and real SAVEPOINT support."""
+    restarted server costs one failed ping, not a failed request); SQLite gets WAL, a busy timeout,
+    real SAVEPOINT support and write transactions that take the write lock up front."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, **(pool or {}))
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    # An in-memory database lives in one connection (SingletonThreadPool): no pool to size.
+    sized = {} if ":memory:" in url else (pool or {})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **sized)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
@@ -55,9 +62,11 @@ def create_db_engine(url: str, pool: dict[str, Any] | None = None) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
-        # IMMEDIATE takes the write lock up front, so a read-then-write transaction waits for the
-        # runner's commit (busy timeout) instead of failing with "database is locked".
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A write transaction takes the write lock up front (IMMEDIATE), so a read-then-write waits
+        # for the runner's commit (busy timeout) instead of failing with "database is locked". A read
+        # transaction takes none: under WAL it reads its snapshot while writers commit.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -76,15 +85,16 @@ class Database:
         """The database the settings name, pooled as they say."""
         return cls(settings.resolved_database_url, queue, pool_options(settings))
 
-    def new_session(self) -> Session:
-        session = self.sessionmaker()
+    def new_session(self, write: bool = True) -> Session:
+        """A session; ``write=False`` for one that only reads (it never holds SQLite's write lock)."""
+        session = self.sessionmaker(execution_options={} if write else {READ_ONLY: True})
         session.info[_QUEUE] = self.queue
         return session
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error."""
-        session = self.new_session()
+    def transaction(self, write: bool = True) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error; ``write=False`` for reads only."""
+        session = self.new_session(write)
         try:
             yield session
             session.commit()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +27,7 @@ class BaseModelRef:
     kind: BaseModelKind
     location: str
     approx_params: int | None = None
+    revision: str | None = None  # the hub snapshot, or package==version of a bundled GGUF
 
 
 @dataclass(frozen=True)
@@ -48,21 +51,50 @@ def registry_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def resolve_base_model(name: str) -> BaseModelRef:
-    """Find a base model by registry name, local directory, or hub id present in the local cache."""
+def resolve_base_model(name: str, roots: Sequence[Path] | None) -> BaseModelRef:
+    """Find a base model by registry name, directory under one of ``roots``, or hub id present in the
+    local cache. ``roots=None`` accepts any directory: only for names a request already passed."""
     entry = _REGISTRY.get(name)
     if entry is not None:
         return _resolve_package(name, entry)
-    local = Path(name).expanduser()
-    if (local / "config.json").is_file():
-        return BaseModelRef(name, "hf_dir", str(local.resolve()), _estimate_params(local))
-    cached = _hub_cache_dir(name)
+    local = _local_dir(name, roots)
+    if local is not None:
+        return BaseModelRef(name, "hf_dir", str(local), _estimate_params(local))
+    try:
+        cached = _hub_cache_dir(name)
+    except (OSError, ValueError):
+        cached = None
     if cached is not None:
-        return BaseModelRef(name, "hf_hub_cached", str(cached), _estimate_params(cached))
+        return BaseModelRef(name, "hf_hub_cached", str(cached), _estimate_params(cached), revision=cached.name)
+    where = "a directory with config.json" + (
+        f" (its absolute path) under {' or '.join(str(r) for r in roots)}" if roots is not None else "")
     raise UnknownBaseModel(
-        f"unknown base model '{name}': use one of {', '.join(registry_names())}, a local directory "
-        "with config.json, or a hub id 'org/name' already in the local Hugging Face cache"
+        f"unknown base model '{name}': use one of {', '.join(registry_names())}, {where}, "
+        "or a hub id 'org/name' already in the local Hugging Face cache"
     )
+
+
+def _local_dir(name: str, roots: Sequence[Path] | None) -> Path | None:
+    """The model directory the absolute path ``name`` names, or None.
+
+    Containment is checked on the spelling, before the filesystem is touched: '..', '~' and
+    over-long parts never reach it, and a link an operator placed under a root is followed. A
+    relative name is a registry name or hub id, never a directory: workers resolve the job's name
+    again without the API's roots, and must find the same model."""
+    if roots is None:
+        candidate = Path(os.path.abspath(Path(name).expanduser()))
+    else:
+        if not name.startswith("/"):
+            return None
+        candidate = Path(os.path.normpath(name))
+        if not any(Path(r) in candidate.parents for r in roots):
+            return None
+        if any(len(part.encode()) > 255 for part in candidate.parts):
+            return None
+    try:
+        return candidate if (candidate / "config.json").is_file() else None
+    except (OSError, ValueError):  # a NUL byte, a name the filesystem refuses
+        return None
 
 
 def default_target_modules(approx_params: int | None) -> list[str] | str:
@@ -82,8 +114,16 @@ def _resolve_package(name: str, entry: _GGUFPackageEntry) -> BaseModelRef:
         )
     path = Path(spec.origin).parent / entry.filename
     if not path.is_file():
-        raise UnknownBaseModel(f"base model '{name}': {path} is missing from '{entry.package}'")
-    return BaseModelRef(name, "gguf_package", str(path), entry.approx_params)
+        raise UnknownBaseModel(f"base model '{name}': {entry.filename} is missing from '{entry.package}'")
+    return BaseModelRef(name, "gguf_package", str(path), entry.approx_params,
+                        revision=f"{entry.package}=={_package_version(entry.package)}")
+
+
+def _package_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _hub_cache_dir(name: str) -> Path | None:

@@ -64,18 +64,30 @@ def repetition_rate(text: str) -> float:
     return 100.0 * count_repetitions(text) / words if words else 0.0
 
 
-def summarise(texts: Iterable[str]) -> dict:
-    """Corpus-level markers: text count, mean words, fillers and repetitions per 100 words."""
-    n = words = fillers = repetitions = 0
-    for text in texts:
-        tokens = tokenize(text)
-        n += 1
-        words += len(tokens)
-        fillers += sum(token in FILLERS for token in tokens)
-        repetitions += count_repetitions(text)
+def count_markers(text: str) -> dict[str, int]:
+    """The additive counts behind a summary: words, fillers and repetitions of one text."""
+    tokens = tokenize(text)
+    return {"words": len(tokens), "fillers": sum(token in FILLERS for token in tokens),
+            "repetitions": count_repetitions(text)}
+
+
+def rates(n: int, words: int, fillers: int, repetitions: int) -> dict:
+    """A summary from summed counts, so one stored per text can be added up without the texts."""
     return {
         "n": n,
         "mean_words": words / n if n else 0.0,
         "fillers_per_100_words": 100.0 * fillers / words if words else 0.0,
         "repetitions_per_100_words": 100.0 * repetitions / words if words else 0.0,
     }
+
+
+def summarise(texts: Iterable[str]) -> dict:
+    """Corpus-level markers: text count, mean words, fillers and repetitions per 100 words."""
+    n = words = fillers = repetitions = 0
+    for text in texts:
+        counts = count_markers(text)
+        n += 1
+        words += counts["words"]
+        fillers += counts["fillers"]
+        repetitions += counts["repetitions"]
+    return rates(n, words, fillers, repetitions)

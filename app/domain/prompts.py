@@ -9,10 +9,18 @@ happens in exactly one place, ``worker.prompt_format.render_prompt``.
 from __future__ import annotations
 
 import random
+import string
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 Message = dict[str, str]
+
+# Every prompt is rendered into every training example and sampling request; these bounds keep a
+# prompt set from making either large (format specs, which could pad to any width, are refused).
+MAX_INSTRUCTION_CHARS = 4000
+MAX_WORDING_CHARS = 1000
+MAX_PROMPT_CHARS = 8000
+MAX_TRAINING_ROLES = 100
 
 DEFAULT_INSTRUCTION = (
     "Write the transcript of a {wording} describing the Cookie Theft picture, exactly as the "
@@ -93,6 +101,12 @@ class LabelPrompts:
             raise ValueError("at least one non-empty training role is required")
         if not self.inference_prompt.strip():
             raise ValueError("the neutral inference prompt must not be empty")
+        _check_length("the label wording", self.wording, MAX_WORDING_CHARS)
+        _check_length("the neutral inference prompt", self.inference_prompt, MAX_PROMPT_CHARS)
+        if len(self.training_roles) > MAX_TRAINING_ROLES:
+            raise ValueError(f"{len(self.training_roles)} training roles; at most {MAX_TRAINING_ROLES} are allowed")
+        for role in self.training_roles:
+            _check_length("a training role", role, MAX_PROMPT_CHARS)
 
 
 @dataclass(frozen=True)
@@ -105,15 +119,13 @@ class PromptSet:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_length("the instruction", self.instruction, MAX_INSTRUCTION_CHARS)
+        _check_fields(self.instruction)
         if "{wording}" not in self.instruction:
             raise ValueError("the instruction must contain the placeholder {wording}")
-        try:
-            self.instruction.format(wording="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"the instruction may use only the placeholder {{wording}} (write other braces as "
-                f"{{{{ and }}}}): {exc!r}"
-            ) from None
+        for label in self.labels:
+            _check_length(f"the instruction rendered for label '{label}'", self.instruction_for(label),
+                          MAX_PROMPT_CHARS)
 
     def label_prompts(self, label: str) -> LabelPrompts:
         """The prompts of one label; KeyError names the labels this set knows."""
@@ -173,6 +185,30 @@ class PromptSet:
                 for label, p in data["labels"].items()
             },
         )
+
+
+def _check_length(what: str, text: str, limit: int) -> None:
+    if len(text) > limit:
+        raise ValueError(f"{what} has {len(text)} characters; at most {limit} are allowed")
+
+
+def _check_fields(instruction: str) -> None:
+    """Only plain {wording} placeholders: no other field, index, attribute, conversion or format spec
+    (a spec such as {wording:>1000000000} would pad the prompt to a gigabyte)."""
+    try:
+        fields = [(name, spec, conversion) for _text, name, spec, conversion in string.Formatter().parse(instruction)
+                  if name is not None]
+    except ValueError as exc:
+        raise ValueError(
+            f"the instruction is not a valid template (write literal braces as {{{{ and }}}}): {exc}"
+        ) from None
+    for name, spec, conversion in fields:
+        if name != "wording" or spec or conversion:
+            written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(
+                f"the instruction's field {written[:80]} is refused: only the plain placeholder {{wording}} is "
+                "allowed, without conversions or format specs (write literal braces as {{ and }})"
+            )
 
 
 def default_prompt_set() -> PromptSet:

@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+# Tokens kept for the prompt when a batch is sized before its prompts are known (the study's
+# prompts are under 100 tokens).
+PROMPT_ALLOWANCE = 256
 
 
 class SamplerName(StrEnum):
@@ -86,3 +92,10 @@ def sample_seed(seed: int, label: str, index: int) -> int:
     """The seed of one sample: a function of the request seed, the label and the sample index only."""
     digest = hashlib.sha256(f"{seed}:{label}:{index}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def kv_bytes_per_token(config: Mapping[str, Any], dtype_bytes: int) -> int:
+    """KV cache bytes one token takes in a decoder, from its HF config: keys and values of every layer."""
+    heads = config.get("num_key_value_heads") or config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return 2 * config["num_hidden_layers"] * heads * head_dim * dtype_bytes

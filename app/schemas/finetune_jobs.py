@@ -82,6 +82,8 @@ class CheckpointPublic(ORMModel):
     id: str
     step: int
     epoch: float | None
-    path: str = Field(description="A directory (qlora/lora) or the checkpoint's OpenAI model id (openai).")
+    remote_model: str | None = Field(
+        None, description="openai: the checkpoint's model id (also an adapter). qlora/lora: none; checkpoints stay "
+        "on the server, which never shows its paths.")
     metrics: dict[str, Any] = Field(default_factory=dict, description="openai: the checkpoint's losses and accuracies.")
     created_at: datetime

@@ -32,6 +32,13 @@ def create_key(session: Session, tenant_name: str, pepper: str, key_name: str = 
     return tenant, raw
 
 
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The raw key a request carries: ``Authorization: Bearer <key>``, else ``X-API-Key``."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return x_api_key
+
+
 def authenticate(session: Session, raw_key: str | None, pepper: str) -> str:
     """The tenant id that owns ``raw_key``; 401 otherwise."""
     if not raw_key:

@@ -7,20 +7,22 @@ Validation and test records never leave this way: they are for judging classifie
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
 from app.db.models import Corpus, Record, Sample
 from app.db.pagination import Page
-from app.domain.markers import summarise
+from app.db.session import Database
+from app.domain.markers import rates
 from app.domain.splits import SPLITS, find_leaks
 from app.errors import InvalidInput, NotFound
 
 EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 REAL_SPLITS_EXPORTABLE = ("train",)
 SAMPLE_STATUSES = ("accepted", "rejected", "all")
+EXPORT_CHUNK = 1000  # rows read per transaction of an export
 # One row shape for real and synthetic rows; JSONL rows also carry the full provenance.
 EXPORT_COLUMNS = (
     "id", "synthetic", "label", "text", "participant_id", "record_id", "generation_id", "index",
@@ -103,11 +105,8 @@ def label_counts(session: Session, corpus_id: str) -> dict[str, int]:
 
 
 def quality(session: Session, corpus_id: str) -> dict[str, Any]:
-    """Per-label linguistic markers of the accepted synthetic texts."""
-    return {
-        label: summarise(repo.sample_texts(session, corpus_id, label))
-        for label in sorted(label_counts(session, corpus_id))
-    }
+    """Per-label linguistic markers of the accepted synthetic texts, from the counts stored per sample."""
+    return {label: rates(*sums) for label, sums in sorted(repo.corpus_marker_sums(session, corpus_id).items())}
 
 
 def sample_to_dict(sample: Sample) -> dict[str, Any]:
@@ -125,15 +124,35 @@ def sample_to_dict(sample: Sample) -> dict[str, Any]:
     }
 
 
-def export_rows(session: Session, corpus_id: str, label: str | None, include_real: bool) -> Iterator[dict[str, Any]]:
-    """Export rows: the real train records (if asked, after check_export), then the accepted samples."""
+def export_rows(db: Database, corpus_id: str, label: str | None, include_real: bool) -> Iterator[dict[str, Any]]:
+    """Export rows: the real train records (if asked, after check_export), then the accepted samples.
+
+    Read in chunks, each in its own short read transaction, so nothing is held while the client reads
+    (a slow download never blocks a writer); samples stored while the export runs may be included.
+    """
     if include_real:
-        corpus = session.get(Corpus, corpus_id)
-        for record in repo.records_for_split(session, corpus.dataset_id, "train"):
-            if label is None or record.label == label:
-                yield _real_row(record)
-    for sample in repo.iter_samples(session, corpus_id, label):
-        yield _synthetic_row(sample)
+        with db.transaction(write=False) as session:
+            dataset_id = session.get(Corpus, corpus_id).dataset_id
+        yield from _in_chunks(db, _real_row, lambda session, cursor: repo.list_records(
+            session, dataset_id, limit=EXPORT_CHUNK, cursor=cursor, split="train", label=label))
+    yield from _in_chunks(db, _synthetic_row, lambda session, cursor: repo.list_samples(
+        session, corpus_id, limit=EXPORT_CHUNK, cursor=cursor, label=label))
+
+
+def _in_chunks(
+    db: Database, to_row: Callable[[Any], dict[str, Any]], read_page: Callable[[Session, str | None], Page[Any]]
+) -> Iterator[dict[str, Any]]:
+    """Every page that ``read_page`` returns, following its cursor, as rows; no transaction is open
+    while a row is handed out."""
+    cursor: str | None = None
+    while True:
+        with db.transaction(write=False) as session:
+            page = read_page(session, cursor)
+            rows = [to_row(item) for item in page.data]
+        yield from rows
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
 
 
 def _real_row(record: Record) -> dict[str, Any]:

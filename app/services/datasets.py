@@ -35,6 +35,7 @@ def create(
     chat: ChatOptions | None = None,
     archive: ArchiveLimits | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    max_report_issues: int | None = None,
 ) -> Dataset:
     """Parse and validate; any error raises with the full report and nothing is written."""
     if len(filename) > MAX_FILENAME_CHARS:
@@ -43,7 +44,7 @@ def create(
     with _spooled(stream, max_bytes) as path:
         records, report = parse_upload(
             path, filename, mapping, max_bytes=max_bytes, split_seed=split_seed, count_tokens=count_tokens,
-            chat=chat, archive=archive,
+            chat=chat, archive=archive, max_listed=max_report_issues,
         )
     fmt = report.stats.get("format")
     if count_tokens is None:
@@ -54,10 +55,8 @@ def create(
         )
     if not report.ok:
         body = {"report": report.to_dict()}
-        detail = f"the upload has {len(report.errors)} error(s); first: {report.errors[0].message}"
-        # Tables over the limit have always been a 422 with their report; CHAT files and zips get the 413
-        # that an oversized body deserves.
-        if fmt not in TABLE_FORMATS and any(issue.code == "file_too_large" for issue in report.errors):
+        detail = f"the upload has {report.error_count} error(s); first: {report.errors[0].message}"
+        if report.error_codes["file_too_large"]:
             raise UploadTooLarge(detail, extra=body)
         raise DatasetInvalid(detail, extra=body)
     dataset = Dataset(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import random
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Collection, Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -15,7 +14,7 @@ from app.db import repositories as repo
 from app.db.base import utcnow
 from app.db.models import TERMINAL_STATUSES, Checkpoint, FinetuneJob, JobEvent
 from app.db.pagination import Page
-from app.db.session import Database, enqueue_after_commit, revoke_after_commit
+from app.db.session import enqueue_after_commit, revoke_after_commit
 from app.domain.base_models import UnknownBaseModel, resolve_base_model
 from app.domain.hyperparameters import Hyperparameters
 from app.domain.openai_finetune import ExampleTokens, OpenAIHyperparameters, PreflightReport, preflight
@@ -27,6 +26,18 @@ from app.services.token_counts import ModelTokenizer
 TASK_NAME = "finetune.run"
 OPENAI_TASK_NAME = "openai_finetune.run"  # drives a remote job: light work, on the default queue
 METHODS = ("qlora", "lora", "openai")
+
+
+def _check_batch_tokens(hp: Hyperparameters, limit: int | None) -> None:
+    """Activations grow with batch_size x max_seq_length: refuse a product over the server's limit."""
+    tokens = hp.batch_size * hp.max_seq_length
+    if limit is not None and tokens > limit:
+        raise InvalidInput(
+            f"batch_size x max_seq_length is {hp.batch_size} x {hp.max_seq_length} = {tokens}, above this server's "
+            f"limit of {limit} (SYNTHAUG_MAX_TRAIN_BATCH_TOKENS); lower batch_size and raise "
+            "gradient_accumulation_steps for the same effective batch",
+            extra={"parameter": "batch_size x max_seq_length", "value": tokens, "limit": limit},
+        )
 
 
 def task_name_of(job: FinetuneJob) -> str:
@@ -48,6 +59,8 @@ def create(
     tokenizer_of: Callable[[str], ModelTokenizer | None] = lambda _base_model: None,
     openai_models: Collection[str] = (),
     openai_counter_of: Callable[[str], Callable[[dict], ExampleTokens]] | None = None,
+    max_batch_tokens: int | None = None,
+    model_roots: Sequence[Path] = (),
 ) -> tuple[FinetuneJob, bool]:
     """A queued job (enqueued after commit); with a known Idempotency-Key, the existing job.
 
@@ -67,9 +80,10 @@ def create(
                                f"{', '.join(openai_models) or 'none; set SYNTHAUG_OPENAI_MODELS'})")
     else:
         try:
-            resolve_base_model(base_model)
+            resolve_base_model(base_model, model_roots)
         except UnknownBaseModel as exc:
             raise UnknownModel(str(exc)) from exc
+        _check_batch_tokens(hyperparameters, max_batch_tokens)
     dataset = datasets.get(session, tenant_id, dataset_id)
     prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, prompt_set_id))
     _check_labels(session, dataset.id, set(prompt_set.labels))
@@ -206,26 +220,6 @@ def add_event(session: Session, job_id: str, kind: str, message: str = "", data:
 def events(session: Session, tenant_id: str, job_id: str, *, after: int, limit: int) -> Sequence[JobEvent]:
     get(session, tenant_id, job_id)
     return repo.events_after(session, job_id, after, limit)
-
-
-def stream_events(db: Database, tenant_id: str, job_id: str, after: int, poll_seconds: float = 0.5) -> Iterator[str]:
-    """Server-sent events from the table (the one source of truth) until the job has ended."""
-    while True:
-        with db.transaction() as session:
-            job = get(session, tenant_id, job_id)
-            finished = job.status in TERMINAL_STATUSES
-            # Read after the status: an event committed with the final status is never missed.
-            batch = repo.events_after(session, job_id, after, 500)
-            for event in batch:
-                body = {"id": event.id, "kind": event.kind, "message": event.message, "data": event.data,
-                        "created_at": event.created_at.isoformat()}
-                yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(body)}\n\n"
-                after = event.id
-        if finished and not batch:
-            yield f"event: end\ndata: {json.dumps({'status': job.status})}\n\n"
-            return
-        if not batch:
-            time.sleep(poll_seconds)
 
 
 def checkpoints(

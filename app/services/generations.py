@@ -6,9 +6,10 @@ candidate budget runs out. Every candidate is stored with its verdict; the corpu
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy.orm import Session
 
@@ -17,12 +18,14 @@ from app.db.base import utcnow
 from app.db.models import TERMINAL_STATUSES, Adapter, Corpus, FinetuneJob, Generation
 from app.db.session import enqueue_after_commit, revoke_after_commit
 from app.domain.post_filters import Verdict
-from app.domain.sampling import FilterSettings, FinishReason, SamplerName, SamplingParams
+from app.domain.sampling import (
+    PROMPT_ALLOWANCE, FilterSettings, FinishReason, SamplerName, SamplingParams, kv_bytes_per_token,
+)
 from app.errors import InvalidInput, JobStateError, NotFound
-from app.services import adapters, corpora, prompt_sets
+from app.services import adapters, corpora, prompt_sets, token_counts
+from app.settings import Settings
 
 TASK_NAME = "generation.run"
-MAX_TOTAL = 100_000
 OPENAI_MAX_TEMPERATURE = 2.0
 
 
@@ -35,14 +38,14 @@ def create(
     params: SamplingParams,
     filters: FilterSettings,
     sampler: SamplerName | None,
-    default_sampler: SamplerName,
-    available_samplers: Collection[SamplerName],
+    settings: Settings,
     batch_size: int | None,
     corpus_id: str | None,
 ) -> Generation:
     """A queued generation appending to ``corpus_id`` (or to a new corpus of the adapter's data set)."""
     adapter = adapters.get(session, tenant_id, adapter_id)
-    sampler = _sampler_for(adapter, sampler, default_sampler)
+    sampler = _sampler_for(adapter, sampler, settings.default_sampler)
+    available_samplers = settings.available_samplers
     if sampler == SamplerName.OPENAI and params.temperature > OPENAI_MAX_TEMPERATURE:
         raise InvalidInput(f"temperature {params.temperature} is above OpenAI's maximum of {OPENAI_MAX_TEMPERATURE:g}")
     if sampler not in available_samplers:
@@ -51,13 +54,12 @@ def create(
             f"{', '.join(sorted(available_samplers))}); for vllm set SYNTHAUG_VLLM_BASE_URL, for openai "
             f"SYNTHAUG_OPENAI_API_KEY"
         )
+    check_limits(settings, counts, params, batch_size, sampler, adapter.base_model)
     prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, adapter.prompt_set_id))
     unknown = sorted(set(counts) - set(prompt_set.labels))
     if unknown:
         known = ", ".join(sorted(prompt_set.labels))
         raise InvalidInput(f"label '{unknown[0]}' is not one the adapter was trained on (known: {known})")
-    if sum(counts.values()) > MAX_TOTAL:
-        raise InvalidInput(f"at most {MAX_TOTAL} samples per generation; asked for {sum(counts.values())}")
     dataset_id = session.get(FinetuneJob, adapter.job_id).dataset_id
     corpus = _target_corpus(session, tenant_id, corpus_id, adapter, dataset_id)
     generation = Generation(
@@ -78,6 +80,45 @@ def create(
     session.flush()
     enqueue_after_commit(session, TASK_NAME, generation.id)
     return generation
+
+
+def check_limits(
+    settings: Settings, counts: Mapping[str, int], params: SamplingParams, batch_size: int | None,
+    sampler: SamplerName, base_model: str,
+) -> None:
+    """Refuse a request beyond the server's limits, naming the parameter, its value and the limit.
+
+    For the hf sampler a batch's KV cache grows with batch_size x (prompt + max_tokens); it is bounded
+    by a token budget and, where the base model's config is on this server, by an estimate in bytes
+    (fp32, the widest dtype the sampler uses). The sampler clamps its batches to the same budgets.
+    """
+    total = sum(counts.values())
+    bounds = [("n (the sum of counts)", total, settings.max_generation_samples, "MAX_GENERATION_SAMPLES"),
+              ("max_tokens", params.max_tokens, settings.max_sample_tokens, "MAX_SAMPLE_TOKENS"),
+              ("batch_size", batch_size or 0, settings.max_generation_batch_size, "MAX_GENERATION_BATCH_SIZE")]
+    if sampler == SamplerName.HF:
+        batch_tokens = (batch_size or 1) * (PROMPT_ALLOWANCE + params.max_tokens)
+        bounds.append((f"batch_size x ({PROMPT_ALLOWANCE} prompt tokens + max_tokens)", batch_tokens,
+                       settings.max_batch_tokens, "MAX_BATCH_TOKENS"))
+        per_token = _kv_bytes_per_token(settings, base_model)
+        if per_token is not None:
+            kv_bytes = batch_tokens * per_token
+            bounds.append((f"the KV cache of batch_size {batch_size or 1} at max_tokens {params.max_tokens} "
+                           f"(bytes, estimated for {base_model})", kv_bytes, settings.hf_max_kv_cache_bytes,
+                           "HF_MAX_KV_CACHE_BYTES"))
+    for name, value, limit, setting in bounds:
+        if value > limit:
+            raise InvalidInput(f"{name} is {value}, above this server's limit of {limit} (SYNTHAUG_{setting})",
+                               extra={"parameter": name, "value": value, "limit": limit})
+
+
+def _kv_bytes_per_token(settings: Settings, base_model: str) -> int | None:
+    """fp32 KV cache bytes per token from the base model's config, when it is prepared on this server."""
+    try:
+        path = token_counts.model_dir(settings, base_model) / "config.json"
+        return kv_bytes_per_token(json.loads(path.read_text()), 4) if path.is_file() else None
+    except (InvalidInput, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _sampler_for(adapter: Adapter, requested: SamplerName | None, default: SamplerName) -> SamplerName:

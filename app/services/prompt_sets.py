@@ -62,5 +62,8 @@ def create(session: Session, tenant_id: str, prompt_set: PromptSet) -> PromptSet
 
 
 def load(row: PromptSetRow) -> PromptSet:
-    """The domain object a stored row describes."""
-    return PromptSet.from_dict(row.spec)
+    """The domain object a stored row describes; one stored before its rules tightened is a 422."""
+    try:
+        return PromptSet.from_dict(row.spec)
+    except ValueError as exc:
+        raise InvalidInput(f"prompt set '{row.id}' is no longer valid: {exc}; create a corrected prompt set") from exc

@@ -21,27 +21,31 @@ from app.settings import Settings
 
 @dataclass(frozen=True)
 class ModelTokenizer:
-    """A base model's tokenizer and chat format, as the trainer sees them."""
+    """A base model's tokenizer and chat format, as the trainer sees them; ``text_tokenizer`` is the
+    same tokenizer reading special-token text ("<|im_end|>") as ordinary text, as transcripts are."""
 
     tokenizer: Any
     chat: ChatFormat
+    text_tokenizer: Any
 
     def count(self, text: str) -> int:
-        """Tokens of plain text (no special tokens added)."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        """Tokens of plain text (no special tokens added, none read from the text)."""
+        return len(self.text_tokenizer.encode(text, add_special_tokens=False).ids)
 
     def example_length(self, messages: Sequence[dict[str, str]]) -> int:
         """Tokens of a training example: rendered prompt + transcript + end token."""
         prompt = self.chat.render(messages[:-1])
-        completion = self.chat.completion(messages[-1]["content"])
+        transcript = messages[-1]["content"]
+        self.chat.completion(transcript)  # refuses a tokenizer without an eos token, as training does
         prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=self.chat.adds_special_tokens).ids
-        return len(prompt_ids) + len(self.tokenizer.encode(completion, add_special_tokens=False).ids)
+        # worker.prompt_format.encode_completion: the transcript spelt out, then the one eos id.
+        return len(prompt_ids) + self.count(transcript) + 1
 
 
 def model_dir(settings: Settings, base_model: str) -> Path:
     """Where a base model's files are (or will be, for a bundled GGUF not yet converted)."""
     try:
-        ref = resolve_base_model(base_model)
+        ref = resolve_base_model(base_model, settings.base_model_roots)
     except UnknownBaseModel as exc:
         raise UnknownModel(str(exc)) from exc
     # A bundled GGUF is readable only once converted into the cache; other kinds are directories.
@@ -73,4 +77,7 @@ def load_model_tokenizer(directory: Path) -> ModelTokenizer:
         template = next((t["template"] for t in template if t.get("name") == "default"), None)
     specials = special_tokens_of(config)
     chat = ChatFormat(template=template or None, eos_token=specials.get("eos_token"), special_tokens=specials)
-    return ModelTokenizer(Tokenizer.from_file(str(directory / "tokenizer.json")), chat)
+    path = str(directory / "tokenizer.json")
+    text_tokenizer = Tokenizer.from_file(path)
+    text_tokenizer.encode_special_tokens = True
+    return ModelTokenizer(Tokenizer.from_file(path), chat, text_tokenizer)

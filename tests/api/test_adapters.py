@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tarfile
+import tracemalloc
 
+from app.services import adapters
 from tests.api.factories import insert_adapter, write_adapter_files
 
 
@@ -63,3 +66,26 @@ class TestDownload:
 
     def test_other_tenant_is_404(self, client, other_auth, adapter_id):
         assert client.get(f"/adapters/{adapter_id}/download", headers=other_auth).status_code == 404
+
+
+class TestDownloadStreams:
+    def test_a_large_adapter_is_read_and_compressed_chunk_by_chunk(self, client, auth, db, tenant_id, tmp_path):
+        directory = write_adapter_files(tmp_path / "large")
+        (directory / "adapter_model.safetensors").write_bytes(os.urandom(16 * 1024 * 1024))
+        adapter_id = insert_adapter(db, tenant_id, directory)
+        response = client.get(f"/adapters/{adapter_id}/download", headers=auth)
+        assert response.status_code == 200
+        with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
+            for name in ("adapter_config.json", "adapter_model.safetensors"):
+                assert tar.extractfile(f"{adapter_id}/{name}").read() == (directory / name).read_bytes()
+        with db.transaction() as session:
+            adapter = adapters.get(session, tenant_id, adapter_id)
+        tracemalloc.start()
+        try:
+            chunks = sum(1 for _chunk in adapters.archive(adapter))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # 16 MiB that gzip cannot shrink, never held whole: at most a few 64 KiB chunks at a time.
+        assert chunks > 100
+        assert peak < 2 * 1024 * 1024

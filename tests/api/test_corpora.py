@@ -7,9 +7,13 @@ import io
 import json
 
 import pytest
+from sqlalchemy import event
 
 from app.db import repositories as repo
+from app.db.base import utcnow
+from app.domain.markers import summarise
 from app.db.models import Corpus
+from app.services import corpora
 from tests.api.factories import (
     DEFAULT_PARAMS, balanced_rows, csv_bytes, insert_adapter, insert_corpus, insert_generation, make_text, upload,
     write_adapter_files,
@@ -71,6 +75,26 @@ class TestDetail:
         assert control["fillers_per_100_words"] == 0.0
         assert impaired["fillers_per_100_words"] > 10
         assert impaired["repetitions_per_100_words"] > control["repetitions_per_100_words"]
+
+    def test_quality_is_summed_without_reading_a_text(self, client, auth, db, tenant_id, adapter_id):
+        corpus_id = insert_corpus(db, tenant_id)
+        generation_id = insert_generation(db, tenant_id, adapter_id, corpus_id, "control", CONTROL_TEXTS)
+        late = "well uh the the water is um running over"
+        with db.transaction() as session:  # the worker's path: one multi-row INSERT ... ON CONFLICT
+            repo.insert_samples(session, [dict(
+                corpus_id=corpus_id, generation_id=generation_id, index=99, label="impaired", text=late,
+                status="accepted", checks={}, provenance={}, created_at=utcnow())])
+        statements = []
+        record = lambda conn, cursor, statement, *args: statements.append(statement)  # noqa: E731
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            corpus = client.get(f"/corpora/{corpus_id}", headers=auth).json()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+        assert corpus["quality"] == {"control": summarise(CONTROL_TEXTS), "impaired": summarise([late])}
+        assert corpus["quality"]["impaired"]["repetitions_per_100_words"] > 0
+        reads = [s for s in statements if "FROM samples" in s]
+        assert reads and not [s for s in reads if "samples.text" in s]
 
     def test_empty_corpus(self, client, auth, db, tenant_id):
         corpus_id = insert_corpus(db, tenant_id)
@@ -262,6 +286,13 @@ class TestAugmentedExport:
         ]
         assert [r["text"] for r in synthetic] == IMPAIRED_TEXTS
         assert all(r["participant_id"] in (None, "") for r in synthetic)
+
+    def test_rows_read_a_few_at_a_time_are_the_same_rows(self, client, auth, augmentable, monkeypatch):
+        whole = exported_rows(export(client, auth, augmentable["corpus_id"], include_real="train"), "jsonl")
+        monkeypatch.setattr(corpora, "EXPORT_CHUNK", 2)  # several chunks, boundaries in both parts
+        chunked = exported_rows(export(client, auth, augmentable["corpus_id"], include_real="train"), "jsonl")
+        assert chunked == whole
+        assert len(whole) >= 6
 
     def test_held_out_participants_never_appear(self, client, auth, augmentable):
         rows = exported_rows(export(client, auth, augmentable["corpus_id"], include_real="train"), "jsonl")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import func, select
 
+from app.db.models import Dataset, Record
 from tests.api.factories import (
     balanced_rows,
     csv_bytes,
@@ -26,9 +28,13 @@ def all_records(client, auth, dataset_id, **params) -> list[dict]:
 
 
 def assert_nothing_stored(client, auth) -> None:
+    """No dataset through the API, and no dataset or record row in the database at all."""
     response = client.get("/datasets", headers=auth)
     assert response.status_code == 200
     assert response.json() == {"data": [], "next_cursor": None}
+    with client.app.state.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Dataset)) == 0
+        assert session.scalar(select(func.count()).select_from(Record)) == 0
 
 
 class TestUploadCsv:
@@ -53,6 +59,8 @@ class TestUploadCsv:
         dataset = upload_small_dataset(client, auth, name="pilot")
         assert dataset["name"] == "pilot"
         records = all_records(client, auth, dataset["id"])
+        assert len(records) == dataset["record_count"] == 6
+        assert [r["row"] for r in records] == list(range(2, 8))
         assert [(r["row"], r["participant_id"], r["label"]) for r in records[:2]] == [
             (2, "S000", "control"), (3, "S001", "impaired"),
         ]
@@ -192,6 +200,8 @@ class TestUploadErrors:
         assert len(errors) == 2
         assert payload["detail"].startswith("the upload has 2 error(s); first: ")
         assert errors[0]["message"] in payload["detail"]
+        assert (payload["report"]["errors_total"], payload["report"]["errors_truncated"]) == (2, False)
+        assert_nothing_stored(client, auth)
 
     def test_warnings_do_not_block(self, client, auth):
         rows = [["S1", "too short", 0], ["S2", "too short too", 1]]
@@ -301,17 +311,27 @@ class TestTokenStats:
         response = upload(client, auth, csv_bytes([["S1", "the boy is on the stool", 0]]), base_model="no-such-model")
         assert response.status_code == 422
         assert "no-such-model" in response.json()["detail"]
+        assert_nothing_stored(client, auth)
 
-    def test_too_large_is_422_with_report(self, client, auth, settings):
-        text = "word " * 400
-        rows = [[f"S{i}", text, i % 2] for i in range(settings.max_upload_bytes // len(text) + 2)]
-        response = upload(client, auth, csv_bytes(rows))
-        assert response.status_code == 422, response.text
+    @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+    def test_a_table_one_byte_over_the_limit_is_413_with_report(self, client, auth, settings, fmt):
+        rows = balanced_rows(2)
+        data = csv_bytes(rows) if fmt == "csv" else jsonl_bytes([dict(zip(("id", "text", "label"), r)) for r in rows])
+        data += b"\n" * (settings.max_upload_bytes + 1 - len(data))  # blank lines: valid but for the size
+        response = upload(client, auth, data, f"big.{fmt}")
+        assert response.status_code == 413, response.text
         payload = response.json()
-        assert payload["error"] == "DatasetInvalid"
+        assert payload["error"] == "UploadTooLarge"
         assert [e["code"] for e in payload["report"]["errors"]] == ["file_too_large"]
         assert f"{settings.max_upload_bytes:,}" in payload["detail"]
         assert_nothing_stored(client, auth)
+
+    def test_a_table_exactly_at_the_limit_is_read(self, client, auth, settings):
+        data = csv_bytes(balanced_rows(3, splits=["train"]), SPLIT_HEADER)
+        data += b"\n" * (settings.max_upload_bytes - len(data))
+        response = upload(client, auth, data)
+        assert response.status_code == 201, response.text
+        assert response.json()["record_count"] == 6
 
     def test_missing_file_part_is_422(self, client, auth):
         response = client.post("/datasets", headers=auth, data={"name": "x"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -41,6 +42,8 @@ def read_sse(body: str) -> list[dict]:
     """Server-sent events as dicts of their fields, ``data`` parsed as JSON."""
     events = []
     for block in body.strip().split("\n\n"):
+        if block.startswith(":"):
+            continue  # a comment: the keep-alive
         fields = dict(line.split(": ", 1) for line in block.splitlines())
         fields["data"] = json.loads(fields["data"])
         events.append(fields)
@@ -111,6 +114,15 @@ class TestCreateInvalid:
         assert response.json()["error"] == "UnknownModel"
         assert "acme/no-such-model" in response.json()["detail"]
         assert queue.sent == []
+
+    def test_batch_tokens_over_the_limit_are_422(self, client, auth, queue):
+        dataset = upload_small_dataset(client, auth)
+        response = create_job(client, auth, dataset["id"], hyperparameters={"batch_size": 256, "max_seq_length": 32768})
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert (body["parameter"], body["value"], body["limit"]) == ("batch_size x max_seq_length", 256 * 32768, 65_536)
+        assert "SYNTHAUG_MAX_TRAIN_BATCH_TOKENS" in body["detail"]
+        assert queue.sent == [] and client.get("/finetune-jobs", headers=auth).json()["data"] == []
 
     def test_unknown_dataset_is_404(self, client, auth, queue):
         response = create_job(client, auth, "ds_missing")
@@ -306,6 +318,38 @@ class TestEventStream:
         assert response.json()["error"] == "NotFound"
 
 
+class TestEventStreamBounds:
+    def test_a_quiet_stream_keeps_alive_then_ends_with_a_reconnect_event(self, settings, db, auth):
+        bounded = settings.model_copy(update={"event_stream_poll_s": 0.02, "event_stream_keepalive_s": 0.1,
+                                              "event_stream_max_s": 0.6})
+        with TestClient(create_app(bounded, db=db)) as client:
+            job = queued_job(client, auth)
+            started = time.monotonic()
+            response = client.get(f"/finetune-jobs/{job['id']}/events", headers={**auth, "Accept": "text/event-stream"})
+            elapsed = time.monotonic() - started
+        assert 0.6 <= elapsed < 5
+        assert response.text.count(": keep-alive\n\n") >= 3
+        events = read_sse(response.text)
+        assert [e["event"] for e in events] == ["message", "reconnect"]
+        assert events[-1]["data"]["after"] == int(events[0]["id"])
+        assert "Last-Event-ID" in events[-1]["data"]["detail"]
+
+    def test_last_event_id_resumes_after_that_event(self, client, auth, db):
+        job = queued_job(client, auth)
+        ids = add_events(db, job["id"], 3)
+        update_job(db, job["id"], status="succeeded", finished_at=utcnow())
+        response = client.get(f"/finetune-jobs/{job['id']}/events",
+                              headers={**auth, "Accept": "text/event-stream", "Last-Event-ID": str(ids[1])})
+        assert [e.get("id") for e in read_sse(response.text)] == [str(ids[2]), None]
+
+    def test_a_last_event_id_that_is_not_an_id_is_refused(self, client, auth):
+        job = queued_job(client, auth)
+        response = client.get(f"/finetune-jobs/{job['id']}/events",
+                              headers={**auth, "Accept": "text/event-stream", "Last-Event-ID": "abc"})
+        assert response.status_code == 422
+        assert "last-event-id" in response.json()["detail"]
+
+
 class TestCheckpoints:
     def test_listed_by_step(self, client, auth, db):
         job = queued_job(client, auth)
@@ -314,7 +358,7 @@ class TestCheckpoints:
             add_checkpoint(db, job["id"], step, epoch)
         checkpoints = client.get(f"/finetune-jobs/{job['id']}/checkpoints", headers=auth).json()["data"]
         assert [(c["step"], c["epoch"]) for c in checkpoints] == [(10, 1.0), (20, 2.0)]
-        assert checkpoints[0]["path"].endswith("checkpoint-10")
+        assert checkpoints[0]["remote_model"] is None and "path" not in checkpoints[0]
 
     def test_other_tenant_is_404(self, client, auth, other_auth):
         job = queued_job(client, auth)
@@ -404,3 +448,32 @@ class TestExampleLengths:
         dataset = upload_example_dataset(client, auth)
         assert create_job(client, auth, dataset["id"], hyperparameters={"max_seq_length": 64}).status_code == 201
         assert len(queue.sent) == 1
+
+
+class TestBaseModelDirectories:
+    """A base_model given as a directory must lie under SYNTHAUG_MODELS_DIR (or the converted-model cache)."""
+
+    @staticmethod
+    def model_at(path):
+        path.mkdir(parents=True)
+        (path / "config.json").write_text(json.dumps({"hidden_size": 8, "num_hidden_layers": 2}))
+        return path
+
+    def test_a_directory_under_the_models_root(self, client, auth, settings, queue):
+        local = self.model_at(settings.resolved_models_dir / "tiny")
+        dataset = upload_small_dataset(client, auth)
+        response = create_job(client, auth, dataset["id"], base_model=str(local))
+        assert response.status_code == 201, response.text
+        assert response.json()["base_model"] == str(local) and queue.sent
+
+    @pytest.mark.parametrize("name", ["/etc", "{tmp}/outside", "{models}/../outside", "tiny", "~nosuchuser", "x" * 300])
+    def test_anything_else_is_422_naming_the_allowed_roots(self, client, auth, settings, queue, tmp_path, name):
+        self.model_at(tmp_path / "outside")
+        self.model_at(settings.resolved_models_dir / "tiny")
+        dataset = upload_small_dataset(client, auth)
+        name = name.format(tmp=tmp_path, models=settings.resolved_models_dir)
+        response = create_job(client, auth, dataset["id"], base_model=name)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "UnknownModel"
+        assert str(settings.resolved_models_dir) in response.json()["detail"]
+        assert queue.sent == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.db.models import Adapter, FinetuneJob, Generation
+from app.settings import Settings
+from tests.conftest import TEST_PEPPER
 from tests.api.factories import insert_adapter, insert_corpus, write_adapter_files
 
 
@@ -127,6 +129,47 @@ class TestGenerateInvalid:
 
     def test_unknown_adapter_is_404(self, client, auth):
         assert generate(client, auth, "ad_missing").status_code == 404
+
+
+class TestLimits:
+    """Requests beyond the server's limits are refused before anything is stored or sent."""
+
+    @pytest.fixture
+    def settings(self, tmp_path, cache_dir) -> Settings:
+        # The real prepared model's config, so the KV cache estimate is the one the server makes.
+        return Settings(env="test", key_pepper=TEST_PEPPER, data_dir=tmp_path, cache_dir=cache_dir,
+                        max_generation_samples=50, hf_max_kv_cache_bytes=1024**3)
+
+    def refused(self, client, auth, adapter_id, queue, **body) -> dict:
+        response = generate(client, auth, adapter_id, **body)
+        assert response.status_code == 422, response.text
+        assert queue.sent == [] and client.get("/corpora", headers=auth).json()["data"] == []
+        return response.json()
+
+    def test_the_issues_batch_256_at_8192_tokens_is_refused(self, client, auth, adapter_id, queue):
+        body = self.refused(client, auth, adapter_id, queue, batch_size=256, max_tokens=8192)
+        assert (body["parameter"], body["value"], body["limit"]) == ("max_tokens", 8192, 2048)
+        assert "SYNTHAUG_MAX_SAMPLE_TOKENS" in body["detail"]
+
+    def test_batch_tokens_over_the_budget(self, client, auth, adapter_id, queue):
+        body = self.refused(client, auth, adapter_id, queue, batch_size=256, max_tokens=2048)
+        assert body["parameter"].startswith("batch_size x (256 prompt tokens + max_tokens)")
+        assert (body["value"], body["limit"]) == (256 * (256 + 2048), 262_144)
+
+    def test_kv_cache_estimate_from_the_base_models_config(self, client, auth, adapter_id, queue, cache_dir):
+        if not (cache_dir / "models" / "smollm2-135m-instruct" / "config.json").is_file():
+            pytest.skip("the default base model is not prepared in the cache")
+        # SmolLM2-135M: 30 layers x 3 kv heads x 64 dims x keys and values x 4 bytes = 46,080 bytes a token.
+        body = self.refused(client, auth, adapter_id, queue, batch_size=64, max_tokens=256)
+        assert "KV cache" in body["parameter"] and "SYNTHAUG_HF_MAX_KV_CACHE_BYTES" in body["detail"]
+        assert (body["value"], body["limit"]) == (64 * 512 * 46_080, 1024**3)
+        assert generate(client, auth, adapter_id, batch_size=32, max_tokens=256).status_code == 202
+
+    def test_batch_size_and_total_samples(self, client, auth, adapter_id, queue):
+        body = self.refused(client, auth, adapter_id, queue, batch_size=512, max_tokens=16)
+        assert (body["parameter"], body["value"], body["limit"]) == ("batch_size", 512, 256)
+        body = self.refused(client, auth, adapter_id, queue, label=None, n=None, counts={"control": 30, "impaired": 21})
+        assert (body["parameter"], body["value"], body["limit"]) == ("n (the sum of counts)", 51, 50)
 
 
 class TestGetGeneration:

@@ -69,9 +69,19 @@ class TestCreatePromptSetInvalid:
              "wording"),
             ({"name": ""}, "name"),
             ({"labels": {**CUSTOM["labels"], "mci": CUSTOM["labels"]["impaired"]}}, "unknown: mci"),
+            ({"instruction": "Transcribe a {wording} {wording:>1000000000}."},
+             "instruction's field {wording:>1000000000}"),
+            ({"instruction": "Transcribe a {wording!r}."}, "instruction's field {wording!r}"),
+            ({"instruction": "Transcribe a {wording} {0}."}, "instruction's field {0}"),
+            ({"instruction": "Transcribe a {wording.upper}."}, "instruction's field {wording.upper}"),
+            ({"instruction": "{wording} " + "x" * 4000}, "the instruction has 4010 characters; at most 4000"),
+            ({"instruction": "{wording}" * 9,
+              "labels": {**CUSTOM["labels"], "control": {**CUSTOM["labels"]["control"], "wording": "w" * 1000}}},
+             "the instruction rendered for label 'control' has 9000"),
         ],
         ids=["no_wording_placeholder", "missing_label", "empty_roles", "blank_role", "blank_wording", "empty_name",
-             "unknown_label"],
+             "unknown_label", "padding_format_spec", "conversion", "positional_field", "attribute", "long_instruction",
+             "long_rendering"],
     )
     def test_refused_with_a_message(self, client, auth, change, fragment):
         response = client.post("/prompt-sets", headers=auth, json=custom_body(**change))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import redis
 from celery import Celery
 from fastapi.testclient import TestClient
 from kombu.transport.redis import Channel
+from pydantic import SecretStr
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
@@ -119,20 +121,21 @@ class TestDatabaseOutage:
         assert int(response.headers["Retry-After"]) > 0
 
     def test_an_exhausted_pool_is_a_503(self, settings, migrated_url):
-        if migrated_url.startswith("sqlite"):
-            pytest.skip("SQLite has no connection pool limit")
         # One pooled connection, held by the test: a request cannot get one within the pool timeout.
-        database = Database.of(
-            Settings(database_url=migrated_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout_s=0.5)
-        )
+        database = Database.of(Settings(database_url=migrated_url, db_pool_size=1, db_max_overflow=0,
+                                        sqlite_pool_size=1, db_pool_timeout_s=0.5))
         held = database.engine.connect()
         try:
             with client_with(settings, database) as client:
+                started = time.monotonic()
                 response = client.get("/datasets", headers={"Authorization": "Bearer sk-whatever"})
+                elapsed = time.monotonic() - started
         finally:
             held.close()
             database.dispose()
         assert response.status_code == 503
+        assert elapsed < 2.0
+        assert int(response.headers["Retry-After"]) > 0
         assert response.json()["detail"] == (
             "the database is unavailable: no free connection in the pool; retry shortly"
         )
@@ -152,7 +155,31 @@ class TestDatabaseOutage:
         assert "Retry-After" not in response.headers
 
 
+class TestMetricsAccess:
+    """/metrics counts every tenant's jobs: it answers only with its own token, or when made public."""
+
+    def test_refused_by_default_with_how_to_open_it(self, client, auth):
+        response = client.get("/metrics", headers=auth)  # a tenant's API key is not enough
+        assert response.status_code == 401
+        assert "SYNTHAUG_METRICS_TOKEN" in response.json()["detail"] and "synthaug_" not in response.text
+
+    def test_the_token_opens_it(self, settings, db):
+        with client_with(settings, db, metrics_token=SecretStr("scrape-secret")) as client:
+            assert client.get("/metrics").status_code == 401
+            assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            response = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        assert response.status_code == 200 and "# TYPE synthaug_jobs gauge" in response.text
+
+    def test_public_needs_no_token(self, settings, db):
+        with client_with(settings, db, metrics_public=True) as client:
+            assert client.get("/metrics").status_code == 200
+
+
 class TestMetrics:
+    @pytest.fixture
+    def settings(self, settings):
+        return settings.model_copy(update={"metrics_public": True})
+
     def test_prometheus_exposition(self, client, auth):
         client.get("/healthz")
         response = client.get("/metrics")

@@ -1,5 +1,5 @@
 """A real PostgreSQL server stopped and started under a running API: 503s meanwhile, 200s after,
-without restarting the app.
+without restarting the app, and no request half-done when the stop catches it in flight.
 
 The server is a private instance (initdb into a temporary directory, a free port), never the
 shared one other tests use.
@@ -7,17 +7,24 @@ shared one other tests use.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
@@ -110,7 +117,8 @@ def postgres() -> Iterator[PrivatePostgres]:
 @pytest.fixture
 def settings(postgres, tmp_path) -> Settings:
     return Settings(
-        env="test", key_pepper=TEST_PEPPER, data_dir=tmp_path, database_url=postgres.url, db_pool_timeout_s=5
+        env="test", key_pepper=TEST_PEPPER, data_dir=tmp_path, database_url=postgres.url, db_pool_timeout_s=5,
+        metrics_public=True,
     )
 
 
@@ -154,6 +162,137 @@ class TestServerRestart:
             assert client.get("/readyz").json() == {
                 "status": "ready", "checks": {"database": "ok", "broker": "not configured"},
             }
+
+
+def small_table(rows: int, tag: str) -> bytes:
+    """A valid CSV upload of ``rows`` records, half of each label."""
+    lines = ["id,text,label"] + [f"{tag}-{i},the boy reaches for the cookie jar {i},{i % 2}" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@dataclass
+class Outcome:
+    """One request of the load: when it started, what it was, and the status it got (None: no answer)."""
+
+    started: float
+    method: str
+    status: int | None
+    retry_after: str | None = None
+    body: Any = None
+    problem: str | None = None
+
+
+@contextmanager
+def served(app) -> Iterator[str]:
+    """The app behind a real uvicorn server on a free loopback port, in a background thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api-under-load", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+class Load:
+    """Client threads that upload datasets and read them back until stopped, recording every answer."""
+
+    ROWS = 6
+
+    def __init__(self, base_url: str, headers: dict[str, str], clients: int) -> None:
+        self.base_url, self.headers = base_url, headers
+        self.outcomes: list[Outcome] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(n,), name=f"load-{n}") for n in range(clients)]
+
+    def __enter__(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+            assert not thread.is_alive(), f"{thread.name} hangs"
+
+    def _run(self, n: int) -> None:
+        # A request that never answers must show up as a failure, not as a test that never ends.
+        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=20) as http:
+            for i in itertools.count():
+                if self.stopping.is_set():
+                    return
+                self._request(http, "POST /datasets", lambda: http.post(
+                    "/datasets", files={"file": (f"load-{n}-{i}.csv", small_table(self.ROWS, f"{n}-{i}"), "text/csv")}))
+                self._request(http, "GET /datasets", lambda: http.get("/datasets", params={"limit": 5}))
+
+    def _request(self, http: httpx.Client, method: str, send) -> None:
+        started = time.monotonic()
+        try:
+            response = send()
+        except httpx.HTTPError as exc:
+            self.outcomes.append(Outcome(started, method, None, problem=f"{type(exc).__name__}: {exc}"))
+            return
+        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else None
+        self.outcomes.append(Outcome(started, method, response.status_code, response.headers.get("Retry-After"), body))
+
+
+class TestRestartUnderLoad:
+    def test_in_flight_and_refused_requests_are_503s_to_retry_and_no_write_is_half_done(
+        self, postgres, settings, db, auth
+    ):
+        """Four clients upload and list datasets while the server stops (fast: sessions killed mid-query)
+        and starts again: every answer is a 2xx or a 503 with Retry-After, everything after the restart
+        succeeds, and every dataset that exists has all its records."""
+        with served(create_app(settings, db=db)) as base_url, Load(base_url, auth, clients=4) as load:
+            time.sleep(1.5)
+            stopped_at = time.monotonic()
+            postgres.stop()
+            try:
+                time.sleep(1.5)
+            finally:
+                postgres.start()
+            restarted_at = time.monotonic()
+            while httpx.get(f"{base_url}/readyz", timeout=10).status_code != 200:
+                assert time.monotonic() - restarted_at < 30, "the API did not become ready after the restart"
+                time.sleep(0.1)
+            recovered_at = time.monotonic()
+            time.sleep(1.5)
+
+        outcomes = load.outcomes
+        assert [o for o in outcomes if o.status is None] == []
+        wrong = [o for o in outcomes if not (200 <= o.status < 300 or o.status == 503)]
+        assert wrong == [], [(o.method, o.status, o.body) for o in wrong]
+        refused = [o for o in outcomes if o.status == 503]
+        assert refused, "no request met the outage; the load did not overlap it"
+        assert all(int(o.retry_after) > 0 and o.body["error"] == "ServiceUnavailable" for o in refused)
+        assert all(stopped_at - 1.0 < o.started < recovered_at for o in refused)
+        before = [o for o in outcomes if o.started < stopped_at - 1.0]
+        after = [o for o in outcomes if o.started > recovered_at]
+        for phase in (before, after):
+            assert {o.method for o in phase} == {"POST /datasets", "GET /datasets"}
+            assert all(200 <= o.status < 300 for o in phase)
+
+        with TestClient(create_app(settings, db=db)) as client:
+            created = {o.body["id"] for o in outcomes if o.status == 201}
+            stored = {}
+            url = "/datasets?limit=500"
+            while url:
+                page = client.get(url, headers=auth).json()
+                stored |= {d["id"]: d for d in page["data"]}
+                url = page["next_cursor"] and f"/datasets?limit=500&cursor={page['next_cursor']}"
+            assert created <= set(stored)
+            for dataset_id, dataset in stored.items():
+                records = client.get(f"/datasets/{dataset_id}/records?limit=500", headers=auth).json()["data"]
+                assert dataset["record_count"] == len(records) == Load.ROWS, dataset_id
 
 
 class TestConnectionLostAtCommit:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -10,6 +12,7 @@ from sqlalchemy import inspect
 from app.db.base import Base
 from app.db.migrate import downgrade, upgrade
 from app.db.session import Database
+from app.domain.markers import count_markers
 from tests.conftest import fresh_postgres_database
 
 
@@ -43,3 +46,20 @@ class TestMigrations:
         assert _tables(empty_url) <= {"alembic_version"}
         upgrade(empty_url)
         assert set(Base.metadata.tables) <= _tables(empty_url)
+
+
+def test_samples_stored_before_0006_get_their_marker_counts(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url, "0005")
+    texts = ["uh the the boy is um taking", "The girl reaches for a cookie."]
+    with sqlite3.connect(tmp_path / "m.db") as conn:  # foreign keys are off: samples alone suffice
+        conn.executemany(
+            "INSERT INTO samples (corpus_id, generation_id, \"index\", label, text, status, checks, provenance, "
+            "created_at) VALUES ('c', 'g', ?, 'impaired', ?, 'accepted', '{}', '{}', '2026-12-01')",
+            list(enumerate(texts)),
+        )
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "m.db") as conn:
+        stored = conn.execute("SELECT marker_words, marker_fillers, marker_repetitions FROM samples "
+                              "ORDER BY id").fetchall()
+    assert stored == [tuple(count_markers(t).values()) for t in texts] == [(7, 2, 1), (6, 0, 0)]

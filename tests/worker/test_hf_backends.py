@@ -188,3 +188,8 @@ class TestSampling:
         assert sampler.chunk_size(target, SamplingParams(max_tokens=256)) == 48
         tiny = build_sampler("hf", Settings(cache_dir=cache_dir, hf_memory_fraction=1e-5))
         assert 1 <= tiny.chunk_size(target, SamplingParams(max_tokens=8192)) < 48
+        # The configured budgets bound the batch whatever the free memory: 256 prompt + 256 tokens a row.
+        budget = build_sampler("hf", Settings(cache_dir=cache_dir, max_batch_tokens=4096))
+        assert budget.chunk_size(target, SamplingParams(max_tokens=256)) == 4096 // 512
+        kv = build_sampler("hf", Settings(cache_dir=cache_dir, hf_max_kv_cache_bytes=200 * 1024**2))
+        assert 1 <= kv.chunk_size(target, SamplingParams(max_tokens=256)) <= 200 * 1024**2 // (512 * 23_040)

@@ -20,8 +20,9 @@ from app.services import finetune_jobs, generations, reports
 from app.settings import Settings
 from tests.conftest import TEST_PEPPER, RecordingQueue, fresh_postgres_database
 from worker.context import WorkerContext
-from worker.lifecycle import claim, heartbeat, owns
+from worker.lifecycle import TenantAtCapacity, check_tenant_capacity, claim, heartbeat, owns
 from worker.reaper import reap
+from worker.runner import run_generation
 
 STALE_S = 5.0
 
@@ -194,6 +195,65 @@ class TestReaper:
         reap(ctx)
         assert (reports.TASK_NAME, rows["report"]) in queue.sent
         assert utcnow() - get_row(db, CorpusReport, rows["report"]).sent_at < timedelta(seconds=5)
+
+
+class TestTenantCap:
+    """Distributed mode: a claim that would take a tenant over max_running_per_tenant leaves the row queued."""
+
+    def check(self, db, model, row_id, cap):
+        with db.transaction() as s:
+            check_tenant_capacity(s, s.get(model, row_id, with_for_update=True), cap)
+
+    def test_a_tenant_at_its_cap_waits_and_below_it_runs(self, db, rows):
+        set_row(db, FinetuneJob, rows["job"], status="running", owner="w1", heartbeat_at=utcnow())
+        with pytest.raises(TenantAtCapacity, match="1 jobs running"):
+            self.check(db, Generation, rows["generation"], 1)
+        self.check(db, Generation, rows["generation"], 2)
+        self.check(db, Generation, rows["generation"], 0)  # no cap
+
+    def test_only_local_work_counts(self, db, rows):
+        set_row(db, FinetuneJob, rows["job"], status="running", method="openai", owner="w1", heartbeat_at=utcnow())
+        self.check(db, Generation, rows["generation"], 1)
+
+    def test_another_tenants_jobs_do_not_count(self, db, rows):
+        other = self.other_tenants_running_job(db, rows)
+        set_row(db, FinetuneJob, other, status="running", owner="w1", heartbeat_at=utcnow())
+        self.check(db, Generation, rows["generation"], 1)
+
+    def test_the_delivery_leaves_the_row_queued_in_distributed_mode_only(self, db, rows, ctx):
+        set_row(db, FinetuneJob, rows["job"], status="running", owner="w1", heartbeat_at=utcnow())
+        distributed = WorkerContext(ctx.settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0",
+                                                                     "max_running_per_tenant": 1}), db)
+        with pytest.raises(TenantAtCapacity):
+            run_generation(distributed, rows["generation"])
+        gen = get_row(db, Generation, rows["generation"])
+        assert (gen.status, gen.attempts, gen.owner) == ("queued", 0, None)
+        embedded = WorkerContext(ctx.settings.model_copy(update={"max_running_per_tenant": 1}), db)
+        assert embedded.settings.tenant_running_cap == 0
+
+    def test_the_celery_task_asks_to_be_delivered_again(self, db, rows, ctx, monkeypatch):
+        from celery.exceptions import Retry
+
+        from worker import tasks
+
+        set_row(db, FinetuneJob, rows["job"], status="running", owner="w1", heartbeat_at=utcnow())
+        settings = ctx.settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0", "max_running_per_tenant": 1})
+        monkeypatch.setattr(tasks, "_context", WorkerContext(settings, db))
+        with pytest.raises(Retry):  # called directly, the task raises what a worker turns into a delayed message
+            tasks.celery_app.tasks[generations.TASK_NAME](rows["generation"])
+        assert get_row(db, Generation, rows["generation"]).status == "queued"
+
+    def other_tenants_running_job(self, db, rows) -> str:
+        with db.transaction() as s:
+            job = s.get(FinetuneJob, rows["job"])
+            tenant = Tenant(name=f"other-{time.time_ns()}")
+            s.add(tenant)
+            s.flush()
+            other = FinetuneJob(tenant_id=tenant.id, dataset_id=job.dataset_id, prompt_set_id=job.prompt_set_id,
+                                base_model=job.base_model, method="qlora", hyperparameters={})
+            s.add(other)
+            s.flush()
+            return other.id
 
 
 class TestSampleInserts:

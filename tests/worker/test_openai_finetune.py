@@ -16,12 +16,13 @@ from sqlalchemy import select
 from app.db.base import utcnow
 from app.db.models import FinetuneJob, Sample
 from app.settings import Settings
-from tests.api.factories import balanced_rows, csv_bytes
+from tests.api.factories import balanced_rows, csv_bytes, make_text
 from tests.conftest import TEST_PEPPER, Stack, embedded_stack, fresh_postgres_database
 from tests.fakes.openai_api import FakeOpenAI, running_fake_openai
 from worker.openai_jobs import run_openai_finetune
 
 BASE = "gpt-4o-mini-2024-07-18"
+TEST_MARKER = "zebrafish"
 # Filters that keep whatever the fake writes: these tests are about the plumbing, not the texts.
 KEEP_ALL = {"keep_truncated": True, "min_words": 0, "degenerate": False, "memorization_ngram": None, "dedupe": False,
             "label_consistency": False}
@@ -55,6 +56,8 @@ def _reset_fake(fake) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def dataset_id(stack) -> str:
     rows = balanced_rows(15, splits=["train", "train", "train", "train", "validation"])
+    # Held-out speakers whose transcripts carry a word no other has: it must never reach OpenAI.
+    rows += [[f"T{i:03d}", f"{make_text(30 + i)} The {TEST_MARKER} swims by.", i % 2, "test"] for i in range(4)]
     r = stack.client.post("/datasets", headers=stack.headers,
                           files={"file": ("thirty.csv", csv_bytes(rows, header=("id", "text", "label", "split")))})
     assert r.status_code == 201, r.text
@@ -121,6 +124,7 @@ class TestSuccess:
         assert (len(train), len(validation)) == (24, 6)
         assert all([m["role"] for m in ex["messages"]] == ["system", "user", "assistant"] for ex in train + validation)
         assert {ex["messages"][2]["content"] for ex in train}.isdisjoint({ex["messages"][2]["content"] for ex in validation})
+        assert not any(TEST_MARKER in m["content"] for ex in train + validation for m in ex["messages"])
 
     def test_the_remote_job_is_created_once_with_the_supervised_method(self, succeeded, fake):
         creates = [r for r in fake.requests_to("/fine_tuning/jobs", "POST") if r.path == "/v1/fine_tuning/jobs"]
@@ -141,7 +145,7 @@ class TestSuccess:
         assert succeeded["remote"]["trained_tokens"] == remote["trained_tokens"] > 0
         remote_checkpoints = fake.checkpoints(remote["id"])
         ours = get(stack, f"/finetune-jobs/{succeeded['id']}/checkpoints")["data"]
-        assert [(c["step"], c["path"]) for c in ours] == [
+        assert [(c["step"], c["remote_model"]) for c in ours] == [
             (c["step_number"], c["fine_tuned_model_checkpoint"]) for c in remote_checkpoints]
         assert all("train_loss" in c["metrics"] for c in ours)
 

@@ -16,6 +16,7 @@ from tests.api.factories import balanced_rows, create_job, csv_bytes, make_text,
 from worker import runner
 from worker.context import WorkerContext
 from worker.runner import run_finetune
+from worker.training.base import TrainResult
 
 SPLIT_HEADER = ("id", "text", "label", "split")
 
@@ -122,3 +123,49 @@ class TestFinetuneJobGuard:
         assert response.json()["error"] == "InvalidInput"
         assert "participant S001 is in 'train' on line 3 and in 'test' on line 99" in response.json()["detail"]
         assert queue.sent == []
+
+
+TEST_MARKER, VALIDATION_MARKER = "zebrafish", "walrus"
+
+
+class RecordingTrainer:
+    """A spec'd stand-in for the Trainer interface that keeps what the worker hands it and trains nothing."""
+
+    def __init__(self) -> None:
+        self.train_examples: list = []
+        self.eval_examples: list = []
+
+    def train(self, spec, train_examples, eval_examples, on_event, should_stop) -> TrainResult:
+        self.train_examples, self.eval_examples = train_examples, eval_examples
+        return TrainResult(spec.output_dir / "adapter", {}, [], stopped=True)
+
+
+class TestWhatTheTrainerReceives:
+    def test_only_train_texts_reach_the_gradient_and_only_validation_texts_its_eval(
+        self, client, auth, db, settings, monkeypatch
+    ):
+        rows = balanced_rows(6, splits=["train", "train", "validation", "train", "test", "train"])
+        for row in rows:
+            marker = {"test": TEST_MARKER, "validation": VALIDATION_MARKER}.get(row[3])
+            row[1] += f" The {marker} is in this transcript only." if marker else ""
+        dataset = upload(client, auth, csv_bytes(rows, SPLIT_HEADER), "splits.csv")
+        assert dataset.status_code == 201, dataset.text
+        job = create_job(client, auth, dataset.json()["id"])
+        assert job.status_code == 201, job.text
+        checked: list = []
+        monkeypatch.setattr(runner, "_check_lengths", lambda ctx, job_id, model, hp, examples: checked.extend(examples))
+        trainer = RecordingTrainer()
+        ctx = WorkerContext(settings, db)
+        ctx.trainer = lambda method: trainer
+
+        run_finetune(ctx, job.json()["id"])
+
+        assert job_row(db, job.json()["id"]).status == "cancelled"  # the stand-in reports a stopped run
+        train_texts = {row[1] for row in rows if row[3] == "train"}
+        validation_texts = {row[1] for row in rows if row[3] == "validation"}
+        assert sorted(example[-1]["content"] for example in trainer.train_examples) == sorted(train_texts)
+        assert sorted(example[-1]["content"] for example in trainer.eval_examples) == sorted(validation_texts)
+        for example in trainer.train_examples:
+            assert not any(marker in m["content"] for m in example for marker in (TEST_MARKER, VALIDATION_MARKER))
+        assert not any(TEST_MARKER in m["content"] for example in trainer.eval_examples for m in example)
+        assert checked == trainer.train_examples + trainer.eval_examples

@@ -62,3 +62,50 @@ class TestRealTraining:
         assert tokens[0] > 0 and tokens == sorted(set(tokens))
         assert "tokens_per_second" not in metrics[0].data
         assert all(event.data["tokens_per_second"] > 0 for event in metrics[1:])
+
+
+class TestLessWorkPerToken:
+    def test_batches_are_grouped_by_length(self, tmp_path):
+        from app.domain.hyperparameters import Hyperparameters
+        from worker.training.base import TrainSpec
+        from worker.training.hf import build_configs
+
+        spec = TrainSpec("smollm2-135m-instruct", "qlora", Hyperparameters(), 0, tmp_path, tmp_path)
+        assert build_configs(spec, approx_params=135_000_000, device="cpu").sft.train_sampling_strategy == (
+            "group_by_length")
+
+    def test_the_lm_head_scores_only_labelled_positions_on_cpu_with_the_same_loss_and_gradients(self, monkeypatch):
+        import torch
+        import trl.trainer.utils as trl_utils
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        from worker.training.hf import _score_labelled_positions_only
+
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=4, num_key_value_heads=2))
+        trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+        ids = torch.randint(0, 300, (2, 12))
+        labels = ids.clone()
+        labels[:, :5] = -100  # the prompt
+        labels[1, 9:] = -100  # padding
+        mask = (labels != -100) | (torch.arange(12) < 5)
+        scored: list[int] = []
+        head = trl_utils._ChunkedLogProbFunction.apply
+        monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                            lambda hidden, *rest: scored.append(hidden.shape[0]) or head(hidden, *rest))
+
+        def loss_and_gradient():
+            model.zero_grad()
+            output = model(input_ids=ids, attention_mask=mask.long(), labels=labels, fused_lm_head=True)
+            output.loss.backward()
+            return output.loss.item(), model.model.layers[0].mlp.up_proj.weight.grad.clone(), output.entropy.detach()
+
+        monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undone after the test
+        every = loss_and_gradient()
+        _score_labelled_positions_only()
+        labelled = loss_and_gradient()
+        assert scored == [2 * 11, int((labels[:, 1:] != -100).sum())] == [22, 11]
+        assert labelled[0] == pytest.approx(every[0], abs=1e-6)
+        assert torch.allclose(labelled[1], every[1], atol=1e-6)
+        assert torch.allclose(labelled[2], every[2], atol=1e-6)

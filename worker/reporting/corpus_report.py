@@ -14,6 +14,7 @@ from app.domain.report.corpus_report import Drawn, ReportInputs, build_report
 from app.domain.report.transcript import Transcript
 from app.domain.splits import SPLITS
 from app.logs import job_context
+from app.server_paths import describe_failure
 from app.services import reports
 from worker.context import WorkerContext
 from worker.lifecycle import claim, heartbeat, owns
@@ -41,7 +42,7 @@ def run_report(ctx: WorkerContext, report_id: str) -> None:
             write_report_files(report, reports.directory(ctx.settings.resolved_artifact_dir, corpus_id))
         except Exception as exc:
             log.exception("report %s of corpus %s failed", report_id, corpus_id)
-            _finish(ctx, report_id, owner, None, 0, f"{type(exc).__name__}: {exc}")
+            _finish(ctx, report_id, owner, None, 0, describe_failure(exc, ctx.settings))
             return
     _finish(ctx, report_id, owner, report, len(inputs.synthetic))
 

@@ -11,10 +11,18 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 from app.domain.sampling import FinishReason, SamplingParams
+from worker.models import adapter_problem
 
 
 class SamplerError(RuntimeError):
     """Sampling failed in a way the user can act on (server down, adapter refused, wrong base model)."""
+
+
+def check_adapter(target: "SampleTarget") -> None:
+    """SamplerError naming the adapter and the damage when its directory cannot be loaded."""
+    problem = adapter_problem(target.adapter_dir)
+    if problem is not None:
+        raise SamplerError(f"adapter {target.adapter_id} cannot be loaded: {problem}; fine-tune it again")
 
 
 @dataclass(frozen=True)

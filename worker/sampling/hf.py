@@ -11,17 +11,15 @@ from typing import Any, Sequence
 import torch
 from peft import PeftModel
 
-from app.domain.sampling import FinishReason, SamplingParams
+from app.domain.sampling import PROMPT_ALLOWANCE, FinishReason, SamplingParams, kv_bytes_per_token
 from app.settings import Settings
-from worker.models import ADAPTER_MANIFEST, load_model, load_tokenizer, materialize_base_model, read_adapter_manifest
+from worker.models import load_model, load_tokenizer, materialize_base_model
 from worker.prompt_format import encode_prompt, render_prompt
-from worker.sampling.base import Completion, SampleRequest, SampleTarget
+from worker.sampling.base import Completion, SampleRequest, SampleTarget, check_adapter
 from worker.sampling.decoding import decode
 
 # A few adapters stay loaded per sampler; each holds a full copy of its base model.
 _MAX_LOADED = 2
-# Room kept for the prompt when sizing batches before the prompts are known.
-_PROMPT_ALLOWANCE = 256
 
 
 class HFSampler:
@@ -33,21 +31,23 @@ class HFSampler:
         self.cache_dir = settings.resolved_cache_dir
         self.max_batch = settings.hf_max_batch_size
         self.memory_fraction = settings.hf_memory_fraction
+        self.max_batch_tokens = settings.max_batch_tokens
+        self.max_kv_cache_bytes = settings.hf_max_kv_cache_bytes
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._loaded: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def chunk_size(self, target: SampleTarget, params: SamplingParams, prompt_tokens: int = _PROMPT_ALLOWANCE) -> int:
-        """The largest batch whose KV cache fits the memory share, at most hf_max_batch_size."""
+    def chunk_size(self, target: SampleTarget, params: SamplingParams, prompt_tokens: int = PROMPT_ALLOWANCE) -> int:
+        """The largest batch whose KV cache fits the memory share and the configured budgets
+        (max_batch_tokens, hf_max_kv_cache_bytes), at most hf_max_batch_size."""
         model, _ = self._load(target)
         config = model.config
-        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        per_token = 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+        row_tokens = prompt_tokens + params.max_tokens
+        kv_per_row = kv_bytes_per_token(config.to_dict(), model.dtype.itemsize) * row_tokens
         # Each row also holds its logits row in fp32 (and a seen-token row for repetition penalty).
-        per_row = per_token * (prompt_tokens + params.max_tokens) + config.vocab_size * 5
-        fits = int(self.memory_fraction * _free_memory(self.device) // per_row)
-        return max(1, min(self.max_batch, fits))
+        per_row = kv_per_row + config.vocab_size * 5
+        fits = int(min(self.memory_fraction * _free_memory(self.device), self.max_kv_cache_bytes) // per_row)
+        return max(1, min(self.max_batch, fits, self.max_batch_tokens // row_tokens))
 
     def sample(
         self, target: SampleTarget, requests: Sequence[SampleRequest], params: SamplingParams
@@ -80,6 +80,7 @@ class HFSampler:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
+            check_adapter(target)
             model_dir = self._base_model_dir(target)
             tokenizer = load_tokenizer(model_dir)
             model = self._load_model(model_dir, target)
@@ -89,13 +90,7 @@ class HFSampler:
             return model, tokenizer
 
     def _base_model_dir(self, target: SampleTarget) -> Path:
-        # The trainer's converted base is reused when this machine can see it (same host or a
-        # shared volume); otherwise the base is materialized into this worker's own cache.
-        manifest_path = Path(target.adapter_dir) / ADAPTER_MANIFEST
-        if manifest_path.is_file():
-            trained_on = Path(read_adapter_manifest(target.adapter_dir).get("base_model_dir", ""))
-            if (trained_on / "config.json").is_file():  # conversions appear complete or not at all
-                return trained_on
+        # By name, as the trainer found it: the same conversion when this worker shares its cache.
         return materialize_base_model(target.base_model, self.cache_dir)
 
     def _load_model(self, model_dir: Path, target: SampleTarget) -> Any:

@@ -19,7 +19,9 @@ from app.domain.sampling import FinishReason, SamplingParams
 from app.settings import Settings
 from worker.models import load_tokenizer, materialize_base_model
 from worker.prompt_format import chat_format, render_prompt
-from worker.sampling.base import Completion, SampleRequest, SamplerError, SampleTarget, map_in_order
+from worker.sampling.base import (
+    Completion, SampleRequest, SamplerError, SampleTarget, check_adapter, map_in_order,
+)
 
 # Requests a chunk holds per request in flight: enough that the server's batch stays full while the
 # slowest requests of a chunk finish, few enough that a chunk (the unit of progress and resume) stays short.
@@ -110,6 +112,9 @@ class VLLMSampler:
 
     def _load(self, target: SampleTarget) -> None:
         """Register the adapter on the server (already loaded counts), then unload beyond the bound."""
+        # Damaged files are named here, plainly; a directory only the server can see is the server's to judge.
+        if target.adapter_dir is not None and target.adapter_dir.is_dir():
+            check_adapter(target)
         body = {"lora_name": target.adapter_id, "lora_path": str(target.adapter_dir)}
         with self._lock:
             try:

@@ -92,7 +92,7 @@ def _entries_are_safe(entries: list[zipfile.ZipInfo], limits: ArchiveLimits, rep
                      f"{limits.max_files:,}; the first beyond it is '{files[limits.max_files].filename}'",
                      file=files[limits.max_files].filename)
         return False
-    errors = len(report.errors)
+    errors = report.error_count
     seen: set[str] = set()
     for info in entries:
         problem = _unsafe(info, seen)
@@ -108,7 +108,7 @@ def _entries_are_safe(entries: list[zipfile.ZipInfo], limits: ArchiveLimits, rep
                          f"{declared:,} bytes uncompressed, over the limit of {limits.max_bytes:,}",
                          file=info.filename)
             break
-    return len(report.errors) == errors
+    return report.error_count == errors
 
 
 def _unsafe(info: zipfile.ZipInfo, seen: set[str]) -> tuple[str, str] | None:

@@ -8,7 +8,7 @@ from app.domain.chat_transcripts import ChatProblem, parse_chat
 from app.domain.ingestion.chat_layout import ChatOptions, folder_split
 from app.domain.ingestion.metadata import MetadataRow
 from app.domain.ingestion.reader import UTF8_BOM, Parsed, ReadOptions, Upload, decode_utf8
-from app.domain.ingestion.records import MAX_PARTICIPANT_CHARS, Record, warn_about_length
+from app.domain.ingestion.records import MAX_PARTICIPANT_CHARS, NUL, Record, warn_about_length
 from app.domain.splits import participant_key
 from app.domain.validation_report import ValidationReport
 
@@ -47,6 +47,11 @@ class ChatFiles:
 
     def record(self, path: str, text: str, row: int, report: ValidationReport) -> Record | None:
         """The file's record, or None with its errors (each naming ``path``) in the report."""
+        if (nul := text.find(NUL)) >= 0:
+            line = text.count("\n", 0, nul) + 1
+            report.error("nul_byte", f"{path}: line {line}: a NUL byte (\\x00), which a text cannot store; "
+                         "remove it", row=line, file=path)
+            return None
         chat = parse_chat(text, name=path, options=self.options.render)
         for problem in chat.errors:
             report.error(problem.code, _located(path, problem), row=problem.line, file=path)
@@ -54,7 +59,7 @@ class ChatFiles:
             self.warnings.setdefault(problem.code, []).append((path, problem))
         if chat.errors:
             return None
-        errors = len(report.errors)
+        errors = report.error_count
         participant = self.options.participant(path)
         if participant is None or not participant_key(participant):
             report.error("missing_participant", f"{path}: participant_pattern {self.options.participant_pattern!r} "
@@ -67,7 +72,7 @@ class ChatFiles:
             report.error("empty_text", f"{path}: speaker {self.options.render.speaker} says nothing in this "
                          "transcript", file=path, participant=participant)
         label = self._label(path, participant, chat.id_fields.group, report)
-        if len(report.errors) > errors:
+        if report.error_count > errors:
             return None
         record = Record(row, participant, transcript, label, folder_split(path), source=path)
         warn_about_length(record, report, file=path)

@@ -39,7 +39,7 @@ def _read_rows(text: str, report: ValidationReport) -> tuple[list[Row] | None, l
         columns.update(dict.fromkeys(obj))
         rows.append((line, obj))
     if not rows:
-        if not report.errors:
+        if not report.error_count:
             report.error("no_records", "the file has no JSON objects; write one object per line")
         return None, []
     return rows, list(columns)

@@ -14,6 +14,7 @@ SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validatio
                  "dev": "validation", "test": "test"}
 
 MAX_PARTICIPANT_CHARS = 200  # records.participant_id is VARCHAR(200)
+NUL = "\x00"  # Postgres text cannot hold one; refused on SQLite too, so an upload means the same on both
 SHORT_TEXT_WORDS = 10
 LONG_TEXT_WORDS = 1500
 IMBALANCE_RATIO = 0.67

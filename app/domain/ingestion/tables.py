@@ -9,6 +9,7 @@ from collections.abc import Callable
 from app.domain.ingestion.reader import Parsed, ReadOptions, Upload, decode_utf8
 from app.domain.ingestion.records import (
     MAX_PARTICIPANT_CHARS,
+    NUL,
     SPLIT_ALIASES,
     ColumnMapping,
     Record,
@@ -82,7 +83,11 @@ def _to_record(
     text, raw_label = _cell(values, names["text"]), _cell(values, names["label"])
     who = f" (participant {participant})" if participant else ""
     where = {"row": line, "participant": participant}
-    errors = len(report.errors)
+    errors = report.error_count
+    for role, value in (("participant", participant), ("text", text)):
+        if value and NUL in value:
+            report.error("nul_byte", f"line {line}: column '{names[role]}' holds a NUL byte (\\x00), which a "
+                         "text cannot store; remove it", column=names[role], **where)
     if participant is None or not participant_key(participant):  # blank but for invisible characters
         report.error("missing_participant", f"line {line}: column '{names['participant']}' is empty",
                      column=names["participant"], **where)
@@ -109,7 +114,7 @@ def _to_record(
                 f"'test'{who}; or leave the column out to have splits assigned",
                 column=names["split"], **where,
             )
-    if len(report.errors) > errors:
+    if report.error_count > errors:
         return None
     record = Record(line, participant, text, label, split)
     warn_about_length(record, report, row=line, column=names["text"])

@@ -44,18 +44,22 @@ def parse_upload(
     count_tokens: Callable[[str], int] | None = None,
     chat: ChatOptions | None = None,
     archive: ArchiveLimits | None = None,
+    max_listed: int | None = None,
 ) -> tuple[list[Record], ValidationReport]:
     """Parse and validate an upload (its bytes, or the file it was spooled to); the records are usable
-    only when report.ok is true. ``mapping`` reads tables; ``chat`` and ``archive`` CHAT files and zips."""
+    only when report.ok is true. ``mapping`` reads tables; ``chat`` and ``archive`` CHAT files and zips;
+    ``max_listed`` caps the errors and warnings the report lists (all are counted)."""
     if len(split_ratios) != 3 or min(split_ratios) < 0 or not math.isclose(sum(split_ratios), 1):
         raise ValueError(f"split_ratios must be three non-negative numbers summing to 1: {split_ratios}")
-    report = ValidationReport()
+    report = ValidationReport(max_listed=max_listed)
     upload = Upload(filename, data=data) if isinstance(data, bytes) else Upload(filename, path=data)
     fmt = detect_format(filename, upload.head(SNIFFED_BYTES))
     if fmt is not None:
         report.stats["format"] = fmt
     if upload.size > max_bytes:
-        report.error("file_too_large", f"the file is {upload.size:,} bytes; the limit is {max_bytes:,} bytes")
+        # The upload is spooled only one byte past the limit: its full size is not known.
+        report.error("file_too_large", f"the file is over the limit of {max_bytes:,} bytes "
+                     "(SYNTHAUG_MAX_UPLOAD_BYTES)")
         return [], report
     if fmt is None:
         report.error(
