@@ -17,14 +17,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
@@ -35,6 +33,7 @@ from app.deps import SessionDep
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import TEST_PEPPER, make_key
+from tests.live_server import served
 
 
 def postgres_bin_dir() -> Path | None:
@@ -180,26 +179,6 @@ class Outcome:
     retry_after: str | None = None
     body: Any = None
     problem: str | None = None
-
-
-@contextmanager
-def served(app) -> Iterator[str]:
-    """The app behind a real uvicorn server on a free loopback port, in a background thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api-under-load", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 class Load:
