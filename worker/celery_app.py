@@ -45,7 +45,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+        # kombu 5.7 scans for messages past their visibility timeout on every 10th 10-s tick only; a scan
+        # is one small ZRANGE, so scan on every tick as earlier releases did.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s,
+                                  "unacked_restore_throttle": 1},
         broker_connection_timeout=settings.broker_timeout_s,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,  # app.logs configures logging, text or JSON

@@ -101,7 +101,8 @@ class TestLessWorkPerToken:
             output.loss.backward()
             return output.loss.item(), model.model.layers[0].mlp.up_proj.weight.grad.clone(), output.entropy.detach()
 
-        monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undone after the test
+        # TRL's own check, even when a training run earlier in this process installed ours (undone after).
+        monkeypatch.setattr(trl_utils, "_use_triton", getattr(trl_utils._use_triton, "original", trl_utils._use_triton))
         every = loss_and_gradient()
         _score_labelled_positions_only()
         labelled = loss_and_gradient()

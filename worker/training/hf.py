@@ -293,6 +293,7 @@ def _score_labelled_positions_only() -> None:
         return device.type == "cpu" or scores_labelled_only(device)
 
     labelled_only.on_cpu = True
+    labelled_only.original = scores_labelled_only
     trl_utils._use_triton = labelled_only
 
 
