@@ -18,7 +18,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db.outages import outage_reason
+from app.db.outages import RETRY_AFTER_S, outage_reason, unavailable_body
 from app.db.session import Database
 from app.errors import Unauthorized
 from app.services import auth
@@ -60,9 +60,8 @@ class BodyTooLarge(Exception):
 class RequestAdmission:
     """Pure ASGI middleware: the key, then the body's size, before any route reads the body."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, retry_after_s: int) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.retry_after_s = retry_after_s
         self.upload_cap = BodyCap(
             settings.max_upload_bytes + FORM_ALLOWANCE_BYTES, "UploadTooLarge",
             f"SYNTHAUG_MAX_UPLOAD_BYTES {settings.max_upload_bytes:,} for the file plus "
@@ -103,10 +102,8 @@ class RequestAdmission:
             reason = outage_reason(exc)
             if reason is None:
                 raise
-            return JSONResponse(
-                {"error": "ServiceUnavailable", "detail": f"the database is unavailable: {reason}; retry shortly"},
-                status_code=503, headers={"Retry-After": str(self.retry_after_s), **CLOSE},
-            )
+            return JSONResponse(unavailable_body(reason), status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_S), **CLOSE})
         scope.setdefault("state", {})[ADMITTED_TENANT] = tenant_id
         return None
 

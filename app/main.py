@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from app.admission import RequestAdmission, refuse_nul_bytes
 from app.api import adapters, corpora, datasets, finetune_jobs, generations, prompt_sets, system
-from app.db.outages import outage_reason
+from app.db.outages import RETRY_AFTER_S, outage_reason, unavailable_body
 from app.db.session import Database, JobQueue
 from app.errors import SynthaugError
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -23,8 +23,6 @@ from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-# Seconds a client is told to wait when the database is down; a restart takes about this long.
-DATABASE_RETRY_AFTER_S = 5
 
 
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None, db: Database | None = None) -> FastAPI:
@@ -78,17 +76,13 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None, 
         if reason is None:
             raise exc
         logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse(
-            {"error": "ServiceUnavailable", "detail": f"the database is unavailable: {reason}; retry shortly"},
-            status_code=503,
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
-        )
+        return JSONResponse(unavailable_body(reason), status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     app.add_exception_handler(sa_exc.DBAPIError, _database_error)
     app.add_exception_handler(sa_exc.TimeoutError, _database_error)
 
     # Added before the counting middleware, so it runs inside it: its 401s and 413s are counted too.
-    app.add_middleware(RequestAdmission, settings=settings, retry_after_s=DATABASE_RETRY_AFTER_S)
+    app.add_middleware(RequestAdmission, settings=settings)
 
     @app.middleware("http")
     async def _count(request: Request, call_next):

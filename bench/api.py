@@ -33,7 +33,6 @@ import random
 import secrets
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_model, process_tree, tree_rss_mib  # noqa: E402
 
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/synthaug_bench"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
@@ -187,7 +188,7 @@ class Server:
                 raise SystemExit(f"uvicorn exited:\n{self.log_path.read_text()[-3000:]}")
             try:
                 if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200 and \
-                        len(_tree(self.process.pid)) > self.workers:
+                        len(process_tree(self.process.pid)) > self.workers:
                     return
             except httpx.HTTPError:
                 pass
@@ -195,7 +196,7 @@ class Server:
         raise SystemExit(f"uvicorn not ready after {timeout_s} s:\n{self.log_path.read_text()[-3000:]}")
 
     def rss_mib(self) -> float:
-        return sum(map(_rss_mib, _tree(self.process.pid)))
+        return tree_rss_mib(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -418,7 +419,7 @@ def _shown(o: Outcome) -> None:
 def main() -> None:
     args = parse_args()
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    print(f"{started} UTC  {platform.node()}  {os.cpu_count()} CPUs  {_cpu_model()}")
+    print(f"{started} UTC  {platform.node()}  {os.cpu_count()} CPUs  {cpu_model()}")
     print(f"python {platform.python_version()}  command: python {' '.join(sys.argv)}")
     print(f"uvicorn workers={args.workers} duration={args.duration:g}s rate={args.rate:g}/s samples={args.samples:,}\n",
           flush=True)
@@ -460,37 +461,7 @@ def _report(outcomes: list[Outcome], args: argparse.Namespace) -> None:
                                         "results": [o.summary() for o in outcomes]}, indent=2))
 
 
-def _tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            try:
-                todo += [int(child) for child in task.read_text().split()]
-            except OSError:
-                pass
-    return pids
 
-
-def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

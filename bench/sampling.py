@@ -35,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_model, tree_rss_mib  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.domain.prompts import default_prompt_set  # noqa: E402
@@ -88,7 +90,7 @@ def main() -> None:
     messages = {label: prompt_set.inference_messages(label) for label in LABELS}
     seeds = [sample_seed(args.seed, label, index) for label, index in jobs]
     started = datetime.now(timezone.utc)
-    print(f"{started:%Y-%m-%d %H:%M} UTC  {platform.node()}  {os.cpu_count()} CPUs  {_cpu_model()}")
+    print(f"{started:%Y-%m-%d %H:%M} UTC  {platform.node()}  {os.cpu_count()} CPUs  {cpu_model()}")
     print(f"python {platform.python_version()}  command: python {' '.join(sys.argv)}")
     print(f"n={args.n} max_tokens={args.max_tokens} {params.model_dump(exclude={'stop'})}\n")
 
@@ -265,30 +267,9 @@ class TreeMemory:
 
     def _poll(self) -> None:
         while not self._stop.wait(0.2):
-            self.peak_mib = max(self.peak_mib, sum(map(_rss_mib, _tree(self.pid))))
+            self.peak_mib = max(self.peak_mib, tree_rss_mib(self.pid))
 
 
-def _tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            try:
-                todo += [int(child) for child in task.read_text().split()]
-            except OSError:
-                pass
-    return pids
-
-
-def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _report(results: list[Result], args: argparse.Namespace) -> None:
@@ -316,15 +297,6 @@ def _report(results: list[Result], args: argparse.Namespace) -> None:
             "peak_rss_mib_self": own,
         }, indent=2))
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_model  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 BASE = "smollm2-135m-instruct"
@@ -66,7 +68,7 @@ def main() -> None:
         print(json.dumps(_run_variant(args)), flush=True)
         return
     print(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC  {platform.node()}  {os.cpu_count()} CPUs  "
-          f"{_cpu_model()}")
+          f"{cpu_model()}")
     print(f"python {platform.python_version()}  command: python {' '.join(sys.argv)}")
     print(f"steps={args.steps} (+{args.warmup} warm-up) batch_size={args.batch_size} threads={args.threads}\n")
     results = []
@@ -260,15 +262,6 @@ def _report(results: list[dict], args: argparse.Namespace) -> None:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
                                         "ratio_real": totals["ours"]["real"] / totals["study"]["real"]}, indent=2))
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from app.logs import job_context
 from app.server_paths import describe_failure
 from app.services import finetune_jobs, generations, prompt_sets, reports
 from app.services.token_counts import load_model_tokenizer
+from app.settings import Settings
 from worker.checkpoints import prune_checkpoints
 from worker.context import WorkerContext
 from worker.lifecycle import Heartbeat, check_tenant_capacity, claim, heartbeat, owns
@@ -103,7 +104,7 @@ def _prepare_finetune(ctx: WorkerContext, job_id: str, resume: Path | None):
     _check_lengths(ctx, job_id, spec_args["base_model"], spec_args["hyperparameters"], train + evaluation)
     spec = TrainSpec(
         **spec_args,
-        output_dir=settings.resolved_artifact_dir / "jobs" / job_id,
+        output_dir=job_dir(settings, job_id),
         cache_dir=settings.resolved_cache_dir,
         resume_from=resume if resume is not None and resume.is_dir() else None,
     )
@@ -121,6 +122,11 @@ def _check_lengths(ctx: WorkerContext, job_id: str, base_model: str, hp: Hyperpa
     if check.too_long:
         with ctx.db.transaction() as s:
             finetune_jobs.add_event(s, job_id, "warning", check.warning(), {"too_long": check.too_long})
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    """Where a local fine-tune writes its checkpoints and its adapter."""
+    return settings.resolved_artifact_dir / "jobs" / job_id
 
 
 def _finish_job(
@@ -184,7 +190,7 @@ class _JobReporter:
                 job.metrics = {**job.metrics, "eval_loss": event.eval_loss}
         if event.kind == "checkpoint":
             prune_checkpoints(self.ctx.db, self.job_id, self.ctx.settings.keep_checkpoints,
-                              self.ctx.settings.resolved_artifact_dir / "jobs" / self.job_id)
+                              job_dir(self.ctx.settings, self.job_id))
 
     def _progress(self, job: FinetuneJob, step: int, total: int | None) -> None:
         job.step = step

@@ -11,6 +11,9 @@ from sqlalchemy import exc
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Seconds a client is told to wait when the database is down; a restart takes about this long.
+RETRY_AFTER_S = 5
+
 
 def outage_reason(error: BaseException) -> str | None:
     """A short reason when ``error`` is a connection-level failure, else None.
@@ -30,6 +33,11 @@ def outage_reason(error: BaseException) -> str | None:
         # host, port or user that its message carries.
         return type(error.orig).__name__ if error.orig is not None else type(error).__name__
     return None
+
+
+def unavailable_body(reason: str) -> dict[str, str]:
+    """The 503 body of an outage; send it with ``Retry-After: RETRY_AFTER_S``."""
+    return {"error": "ServiceUnavailable", "detail": f"the database is unavailable: {reason}; retry shortly"}
 
 
 def retry_outages(write: Callable[[], T], *, attempts: int = 5, first_wait_s: float = 0.5) -> T:

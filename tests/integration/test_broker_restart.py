@@ -7,7 +7,6 @@ message it held), never the shared one other tests use.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -18,16 +17,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from fastapi.testclient import TestClient
 
-from app.db.migrate import upgrade
-from app.db.session import Database
-from app.main import create_app
-from app.settings import Settings
-from tests.conftest import POSTGRES_URL, TEST_PEPPER, fresh_postgres_database, make_key
+from tests.conftest import POSTGRES_URL, fresh_postgres_database
 from tests.integration.test_db_restart import free_port
-from tests.integration.test_distributed import KEEP_ALL, Cluster, small_csv
-from worker.celery_app import CeleryQueue, create_celery
+from tests.integration.test_distributed import KEEP_ALL, Cluster, running_cluster, small_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -86,25 +79,8 @@ def broker(tmp_path) -> Iterator[PrivateRedis]:
 def cluster(broker, tmp_path, cache_dir) -> Iterator[Cluster]:
     """The API in this process and its database; workers start in the test, on the private broker."""
     url = fresh_postgres_database(f"{POSTGRES_URL.rpartition('/')[2]}_broker_restart")
-    upgrade(url)
-    env_settings = {
-        "SYNTHAUG_ENV": "test", "SYNTHAUG_KEY_PEPPER": TEST_PEPPER, "SYNTHAUG_DATA_DIR": str(tmp_path / "data"),
-        "SYNTHAUG_CACHE_DIR": str(cache_dir), "SYNTHAUG_DATABASE_URL": url, "SYNTHAUG_BROKER_URL": broker.url,
-        "SYNTHAUG_HEARTBEAT_INTERVAL_S": "0.5", "SYNTHAUG_STALE_AFTER_S": "4", "SYNTHAUG_REAPER_INTERVAL_S": "1",
-        "SYNTHAUG_REPORT_ON_GENERATION": "false", "SYNTHAUG_LOG_FORMAT": "json",
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHAUG_")} | env_settings
-    settings = Settings(**{k.removeprefix("SYNTHAUG_").lower(): v for k, v in env_settings.items()})
-    db = Database.of(settings, CeleryQueue(create_celery(settings)))
-    headers = {"Authorization": f"Bearer {make_key(db, settings, 'lab-b')}"}
-    with TestClient(create_app(settings, db=db)) as client:
-        running = Cluster(settings, env, client, headers, db, tmp_path)
-        try:
-            yield running
-        finally:
-            for worker in running.workers:
-                worker.stop()
-            db.dispose()
+    with running_cluster(url, broker.url, tmp_path, cache_dir, "lab-b") as running:
+        yield running
 
 
 def test_a_running_job_finishes_once_and_the_worker_takes_jobs_after_the_restart(cluster, broker):

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -156,30 +157,36 @@ def small_csv() -> bytes:
     return out.getvalue().encode()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, cache_dir) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("distributed")
-    url = fresh_postgres_database("synthaug_distributed_test")
+@contextmanager
+def running_cluster(url: str, broker_url: str, root: Path, cache_dir: Path, tenant: str) -> Iterator[Cluster]:
+    """The API in this process on database ``url`` and broker ``broker_url``; workers start in the test."""
     upgrade(url)
-    redis.Redis.from_url(REDIS_URL).flushdb()
     env_settings = {
-        "SYNTHAUG_ENV": "test", "SYNTHAUG_KEY_PEPPER": TEST_PEPPER, "SYNTHAUG_DATA_DIR": str(tmp / "data"),
-        "SYNTHAUG_CACHE_DIR": str(cache_dir), "SYNTHAUG_DATABASE_URL": url, "SYNTHAUG_BROKER_URL": REDIS_URL,
+        "SYNTHAUG_ENV": "test", "SYNTHAUG_KEY_PEPPER": TEST_PEPPER, "SYNTHAUG_DATA_DIR": str(root / "data"),
+        "SYNTHAUG_CACHE_DIR": str(cache_dir), "SYNTHAUG_DATABASE_URL": url, "SYNTHAUG_BROKER_URL": broker_url,
         "SYNTHAUG_HEARTBEAT_INTERVAL_S": "0.5", "SYNTHAUG_STALE_AFTER_S": "4", "SYNTHAUG_REAPER_INTERVAL_S": "1",
         "SYNTHAUG_REPORT_ON_GENERATION": "false", "SYNTHAUG_LOG_FORMAT": "json",
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHAUG_")} | env_settings
     settings = Settings(**{k.removeprefix("SYNTHAUG_").lower(): v for k, v in env_settings.items()})
     db = Database.of(settings, CeleryQueue(create_celery(settings)))
-    headers = {"Authorization": f"Bearer {make_key(db, settings, 'lab-a')}"}
+    headers = {"Authorization": f"Bearer {make_key(db, settings, tenant)}"}
     with TestClient(create_app(settings, db=db)) as client:
-        running = Cluster(settings, env, client, headers, db, tmp)
+        running = Cluster(settings, env, client, headers, db, root)
         try:
             yield running
         finally:
             for worker in running.workers:
                 worker.stop()
             db.dispose()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, cache_dir) -> Iterator[Cluster]:
+    url = fresh_postgres_database("synthaug_distributed_test")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    with running_cluster(url, REDIS_URL, tmp_path_factory.mktemp("distributed"), cache_dir, "lab-a") as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
