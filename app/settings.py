@@ -74,10 +74,20 @@ class Settings(BaseSettings):
         8 * 1024**3, ge=1024**2,
         description="hf sampler: estimated KV cache (fp32, from the base model's config) one batch may take.",
     )
+    max_pending_requests: int = Field(
+        64, ge=0,
+        description="Requests one API process works on before their responses start; more are a 503 with "
+        "Retry-After at once (0: no limit).",
+    )
     max_train_batch_tokens: int = Field(
         65_536, ge=1024, description="Fine-tunes: largest batch_size x max_seq_length a job may ask for."
     )
     keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept per fine-tune job; older ones are deleted.")
+    cpu_unpacked_base_max_bytes: int = Field(
+        2 << 30, ge=0,
+        description="QLoRA on CPU: unpack the frozen nf4 base weights once into the compute dtype when they take at "
+        "most this many bytes unpacked (the same values, 1.4x the training tokens/s measured); 0 keeps them packed.",
+    )
     vllm_base_url: str | None = Field(
         None, description="OpenAI-compatible base URL of a vLLM server, e.g. http://127.0.0.1:8001/v1."
     )

@@ -11,7 +11,9 @@ rendered through the default prompt set, for the same batch size and number of s
           rendered example, ``packing=False``, ``max_length=1024`` (the study's ``max_seq_length``),
           length-grouped batches (``group_by_length=True``, now ``train_sampling_strategy``), pad
           token = eos token, each batch padded to its longest example, loss on every token
-  (ours)  ``worker.training.hf.HFTrainer.train`` called the way the worker calls it
+  (ours)  ``worker.training.hf.HFTrainer.train`` called the way the worker calls it (with the service's
+          default SYNTHAUG_CPU_UNPACKED_BASE_MAX_BYTES): on CPU the frozen nf4 base unpacked once, LoRA
+          weights in fp32 (the compute dtype), the output layer on labelled positions only
 
 Each variant runs in a child process of its own (same thread count), so that each one's peak memory
 is its own; ``--rounds 2`` alternates them (study, ours, study, ours) against a drifting machine. The
@@ -137,8 +139,11 @@ def _train_ours(examples: list, args: argparse.Namespace, total_steps: int, tmp:
     from worker.training.base import TrainSpec
     from worker.training.hf import HFTrainer
 
+    from app.settings import Settings
+
     spec = TrainSpec(base_model=BASE, method="qlora", hyperparameters=_hyperparameters(args, total_steps),
-                     seed=args.seed, output_dir=tmp, cache_dir=_cache_dir())
+                     seed=args.seed, output_dir=tmp, cache_dir=_cache_dir(),
+                     unpacked_base_max_bytes=Settings().cpu_unpacked_base_max_bytes)
     HFTrainer().train(spec, examples, [], meter.on_event, lambda: False)
 
 

@@ -107,6 +107,7 @@ def _prepare_finetune(ctx: WorkerContext, job_id: str, resume: Path | None):
         output_dir=job_dir(settings, job_id),
         cache_dir=settings.resolved_cache_dir,
         resume_from=resume if resume is not None and resume.is_dir() else None,
+        unpacked_base_max_bytes=settings.cpu_unpacked_base_max_bytes,
     )
     return spec, train, evaluation
 

@@ -147,6 +147,8 @@ class TestFinetune:
         assert {"fallback", "metrics", "checkpoint"} <= kinds
         fallbacks = " ".join(e["message"] for e in events if e["kind"] == "fallback")
         assert "adamw_torch" in fallbacks and "fp16" in fallbacks
+        assert "nf4 base weights are unpacked once" in fallbacks  # SYNTHAUG_CPU_UNPACKED_BASE_MAX_BYTES
+        assert "LoRA weights kept in fp32" in fallbacks
         losses = [e["data"].get("loss") for e in events if e["kind"] == "metrics"]
         # A fresh LoRA on a pretrained model starts near its base loss (about 2-4 nats on these transcripts);
         # a NaN (stored as None), an infinity or a blown-up value means training broke.

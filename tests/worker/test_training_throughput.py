@@ -110,3 +110,53 @@ class TestLessWorkPerToken:
         assert labelled[0] == pytest.approx(every[0], abs=1e-6)
         assert torch.allclose(labelled[1], every[1], atol=1e-6)
         assert torch.allclose(labelled[2], every[2], atol=1e-6)
+
+
+class TestUnpackedBase:
+    """QLoRA on CPU unpacks the frozen nf4 base once: the layers compute what bitsandbytes computed."""
+
+    @pytest.fixture(scope="class")
+    def nf4_model(self, cache_dir):
+        from peft import prepare_model_for_kbit_training
+
+        from worker.models import load_model, materialize_base_model
+
+        model = load_model(materialize_base_model("smollm2-135m-instruct", cache_dir), "nf4", "cpu")
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+    @staticmethod
+    def loss_and_input_gradient(model) -> tuple:
+        import torch
+
+        torch.manual_seed(0)
+        embeddings = torch.randn(2, 9, model.config.hidden_size, requires_grad=True)
+        labels = torch.randint(0, model.config.vocab_size, (2, 9))
+        loss = model(inputs_embeds=embeddings, labels=labels).loss
+        loss.backward()
+        return loss.detach(), embeddings.grad
+
+    def test_a_budget_too_small_leaves_the_nf4_layers(self, nf4_model):
+        import bitsandbytes as bnb
+
+        from worker.training.hf import unpack_frozen_base
+
+        assert unpack_frozen_base(nf4_model, 1 << 20) == 0
+        assert any(isinstance(module, bnb.nn.Linear4bit) for module in nf4_model.modules())
+
+    def test_same_loss_and_gradients_as_the_nf4_layers_then_no_nf4_layer_left(self, nf4_model):
+        import bitsandbytes as bnb
+        import torch
+
+        from worker.training.hf import unpack_frozen_base
+
+        packed = [m for m in nf4_model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        before = self.loss_and_input_gradient(nf4_model)
+        unpacked = unpack_frozen_base(nf4_model, 2 << 30)
+        after = self.loss_and_input_gradient(nf4_model)
+        assert not any(isinstance(m, bnb.nn.Linear4bit) for m in nf4_model.modules())
+        assert unpacked == sum(m.in_features * m.out_features for m in packed) * 4  # fp32
+        plain = [m for m in nf4_model.modules() if type(m) is torch.nn.Linear and m.weight.dtype == torch.float32]
+        assert all(not p.requires_grad for m in plain for p in m.parameters())
+        assert torch.allclose(after[0], before[0], rtol=0, atol=1e-6)
+        assert torch.allclose(after[1], before[1], rtol=1e-5, atol=1e-8)
+        assert after[1].abs().sum() > 0

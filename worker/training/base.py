@@ -24,6 +24,8 @@ class TrainSpec:
     output_dir: Path
     cache_dir: Path
     resume_from: Path | None = None
+    # QLoRA on CPU: unpack the frozen nf4 base once when it takes at most this many bytes unpacked (0: never).
+    unpacked_base_max_bytes: int = 0
 
 
 @dataclass(frozen=True)

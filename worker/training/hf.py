@@ -52,7 +52,7 @@ def build_configs(
         fallbacks.append("fp16 requested; this GPU supports bf16 (the nf4 compute dtype), training in bf16")
         bf16 = True
     if spec.method == "qlora" and not cuda:
-        fallbacks.append("QLoRA compute dtype bfloat16 is slow on CPU; weights stay nf4, compute in fp32")
+        fallbacks.append("QLoRA compute dtype bfloat16 is slow on CPU; computing in fp32")
     lora = LoraConfig(
         r=hp.lora_r,
         lora_alpha=hp.lora_alpha,
@@ -144,6 +144,13 @@ class HFTrainer:
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=configs.sft.activation_checkpointing
             )
+            if device == "cpu":
+                unpacked = unpack_frozen_base(model, spec.unpacked_base_max_bytes)
+                if unpacked:
+                    note = (f"QLoRA on CPU: the frozen nf4 base weights are unpacked once ({unpacked / 2**20:.0f} MiB, "
+                            "the same values) instead of at every matmul")
+                    configs.fallbacks.append(note)
+                    on_event(TrainEvent("fallback", note))
         model = get_peft_model(model, configs.lora)
 
         callback = _EventCallback(on_event, should_stop)
@@ -157,6 +164,11 @@ class HFTrainer:
         )
         # With tqdm off, the Trainer prints every log dict to stdout; events carry them instead.
         trainer.remove_callback(PrinterCallback)
+        if configs.quantization is not None and device == "cpu" and _trainable_to_float32(model):
+            note = ("QLoRA on CPU: LoRA weights kept in fp32, the compute dtype here (TRL casts them to bf16, "
+                    "which the CPU would convert on every layer)")
+            configs.fallbacks.append(note)
+            on_event(TrainEvent("fallback", note))
         on_event(TrainEvent("message", f"training {spec.method} on {len(train_examples)} examples ({device})"))
         with reporting_disk_full("a checkpoint", spec.output_dir):
             output = trainer.train(resume_from_checkpoint=str(spec.resume_from) if spec.resume_from else None)
@@ -273,6 +285,52 @@ def _write_manifest(adapter_dir: Path, spec: TrainSpec, base_model_revision: str
         "hyperparameters": spec.hyperparameters.model_dump(),
     }
     (adapter_dir / ADAPTER_MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def unpack_frozen_base(model: torch.nn.Module, max_bytes: int) -> int:
+    """Replace each nf4 linear layer by a frozen plain one holding its unpacked weights; the bytes they take.
+
+    The base is frozen, so its nf4 weights unpack to the same values at every step: bitsandbytes
+    unpacks them in every forward and again in every backward, through a bf16 copy, which was about a
+    third of a CPU training step here (bench/training.py). Unpacked once, the layers compute exactly
+    what they computed before (the same weights in the same dtype), for the memory of the unpacked
+    weights; nothing is unpacked (0) when that would exceed ``max_bytes``.
+    """
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+
+    layers = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+              if isinstance(child, bnb.nn.Linear4bit)]
+    dtype_of = {id(child): child.compute_dtype or torch.float32 for _, _, child in layers}
+    needed = sum(child.in_features * child.out_features * dtype_of[id(child)].itemsize for _, _, child in layers)
+    if not layers or needed > max_bytes:
+        return 0
+    for parent, name, child in layers:
+        dtype = dtype_of[id(child)]
+        plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None, device="meta")
+        weight = dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
+        plain.weight = torch.nn.Parameter(weight.reshape(child.out_features, child.in_features), requires_grad=False)
+        if child.bias is not None:
+            plain.bias = torch.nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
+        setattr(parent, name, plain)
+    return needed
+
+
+def _trainable_to_float32(model: torch.nn.Module) -> bool:
+    """Cast the trainable (LoRA) weights to fp32; whether any was in another dtype.
+
+    SFTTrainer casts a quantized model's LoRA weights to bf16, the QLoRA paper's GPU recipe, where the
+    compute dtype is bf16 too. On CPU the compute dtype is fp32: bf16 LoRA weights meant converting each
+    layer's input and output at every step and, on CPUs without native bf16 (AVX2), bf16 matrix
+    multiplies in a scalar fallback, the larger part of a step (bench/training.py). Called before the
+    optimizer exists, so its state is fp32 from the start (and a resumed run loads fp32 state).
+    """
+    cast = False
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.to(torch.float32)
+            cast = True
+    return cast
 
 
 def _score_labelled_positions_only() -> None:
