@@ -100,11 +100,17 @@ def export_corpus(
 def _export(db: Database, corpus_id: str, fmt: str, label: str | None, include_real: bool) -> Iterator[str | bytes]:
     # The rows are read chunk by chunk in short transactions of their own: the stream outlives the
     # request's transaction, and no transaction stays open while the client reads.
-    rows = corpora.export_rows(db, corpus_id, label, include_real)
+    if fmt == "jsonl" and db.engine.dialect.name == "postgresql":
+        # Postgres writes the samples' JSON itself, on its own core: this process only sends.
+        if include_real:
+            yield from streams.jsonl(corpora.export_real_chunks(db, corpus_id, label))
+        yield from streams.lines(corpora.export_sample_lines(db, corpus_id, label))
+        return
+    chunks = corpora.export_chunks(db, corpus_id, label, include_real)
     if fmt == "jsonl":
-        yield from streams.jsonl(rows)
+        yield from streams.jsonl(chunks)
     elif fmt == "csv":
         columns = [c for c in corpora.EXPORT_COLUMNS if c != "provenance"]
-        yield from streams.csv_text(rows, columns)
+        yield from streams.csv_text(chunks, columns)
     else:
-        yield from streams.parquet(rows, corpora.EXPORT_COLUMNS, _EXPORT_TYPES)
+        yield from streams.parquet(chunks, corpora.EXPORT_COLUMNS, _EXPORT_TYPES)

@@ -1,28 +1,38 @@
-"""Framing of streamed rows: JSONL, CSV and Parquet, chunk by chunk (services yield plain dicts)."""
+"""Framing of streamed rows: JSONL, CSV and Parquet, chunk by chunk (services yield lists of plain dicts)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from typing import Any, Iterable, Iterator, Sequence
+
+import orjson
 
 ROWS_PER_PARQUET_GROUP = 1000
 
 
-def jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
-    for row in rows:
-        yield json.dumps(row, ensure_ascii=False) + "\n"
+def jsonl(chunks: Iterable[list[dict[str, Any]]]) -> Iterator[bytes]:
+    """UTF-8 JSON lines, one bytes object per chunk of rows: a chunk is one write to the client."""
+    for rows in chunks:
+        yield b"".join([orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows])
 
 
-def csv_text(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Iterator[str]:
-    """CSV with a header; nested values (dicts, lists) as JSON text."""
+def lines(chunks: Iterable[list[str]]) -> Iterator[bytes]:
+    """Chunks of ready JSON lines (without their newlines), one bytes object per chunk."""
+    for chunk in chunks:
+        yield ("\n".join(chunk) + "\n").encode()
+
+
+def csv_text(chunks: Iterable[list[dict[str, Any]]], columns: Sequence[str]) -> Iterator[str]:
+    """CSV with a header, one string per chunk of rows; nested values (dicts, lists) as JSON text."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
     yield _drained(buffer)
-    for row in rows:
-        writer.writerow(["" if row.get(c) is None else _text(row[c]) for c in columns])
+    for rows in chunks:
+        writer.writerows([["" if row.get(c) is None else _text(row[c]) for c in columns] for row in rows])
         yield _drained(buffer)
 
 
@@ -33,7 +43,9 @@ def _drained(buffer: io.StringIO) -> str:
     return text
 
 
-def parquet(rows: Iterable[dict[str, Any]], columns: Sequence[str], types: dict[str, str]) -> Iterator[bytes]:
+def parquet(
+    chunks: Iterable[list[dict[str, Any]]], columns: Sequence[str], types: dict[str, str]
+) -> Iterator[bytes]:
     """Parquet written one row group at a time, each handed out as soon as it is encoded.
 
     ``types`` maps columns to "int64", "bool" or "string" (the default); nested values become JSON text.
@@ -45,7 +57,7 @@ def parquet(rows: Iterable[dict[str, Any]], columns: Sequence[str], types: dict[
     sink = _Drain()
     with pq.ParquetWriter(sink, schema) as writer:
         group: list[dict[str, Any]] = []
-        for row in rows:
+        for row in itertools.chain.from_iterable(chunks):
             group.append(row)
             if len(group) == ROWS_PER_PARQUET_GROUP:
                 writer.write_table(_table(pa, schema, group))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import Text, case, cast, func, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -187,6 +187,50 @@ def list_samples(
     if label:
         stmt = stmt.where(Sample.label == label)
     return paginate(session, stmt, Sample.id, limit=limit, cursor=cursor, newest_first=False)
+
+
+def export_samples(
+    session: Session, corpus_id: str, *, label: str | None, after: int | None, limit: int
+) -> Sequence[Any]:
+    """Up to ``limit`` accepted samples after id ``after``, in id order, as tuples (id, label, text,
+    generation_id, index, finish_reason, provenance as its JSON text, for the caller to parse fast)."""
+    columns = (Sample.id, Sample.label, Sample.text, Sample.generation_id, Sample.index, Sample.finish_reason,
+               cast(Sample.provenance, Text))
+    return _accepted_chunk(session, columns, corpus_id, label, after, limit)
+
+
+def _accepted_chunk(
+    session: Session, columns: Sequence[Any], corpus_id: str, label: str | None, after: int | None, limit: int
+) -> Sequence[Any]:
+    stmt = select(*columns).where(Sample.corpus_id == corpus_id, Sample.status == ACCEPTED)
+    if label:
+        stmt = stmt.where(Sample.label == label)
+    if after is not None:
+        stmt = stmt.where(Sample.id > after)
+    # On the connection: plain Core rows, without the ORM's per-row loading.
+    return session.connection().execute(stmt.order_by(Sample.id).limit(limit)).all()
+
+
+# An export row of a sample (app.services.corpora._synthetic_row), written by Postgres as JSON text.
+_SAMPLE_EXPORT_LINE = literal_column(
+    """json_build_object(
+        'id', samples.id, 'synthetic', true, 'label', samples.label, 'text', samples.text,
+        'participant_id', null, 'record_id', null, 'generation_id', samples.generation_id,
+        'index', samples.index, 'finish_reason', samples.finish_reason,
+        'adapter_id', samples.provenance -> 'adapter_id', 'base_model', samples.provenance -> 'base_model',
+        'sampler', coalesce(samples.provenance -> 'sampler', '"hf"'::jsonb),
+        'seed', samples.provenance -> 'seed', 'sample_seed', samples.provenance -> 'sample_seed',
+        'params', coalesce(samples.provenance -> 'params', '{}'::jsonb), 'provenance', samples.provenance
+    )::text""",
+    Text,
+)
+
+
+def export_sample_lines(
+    session: Session, corpus_id: str, *, label: str | None, after: int | None, limit: int
+) -> Sequence[Any]:
+    """Postgres only: as export_samples, but (id, the sample's export row as JSON text)."""
+    return _accepted_chunk(session, (Sample.id, _SAMPLE_EXPORT_LINE), corpus_id, label, after, limit)
 
 
 def accepted_samples(session: Session, corpus_id: str) -> Sequence[Any]:

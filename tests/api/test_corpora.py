@@ -7,12 +7,12 @@ import io
 import json
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 
 from app.db import repositories as repo
 from app.db.base import utcnow
 from app.domain.markers import summarise
-from app.db.models import Corpus
+from app.db.models import Corpus, Sample
 from app.services import corpora
 from tests.api.factories import (
     DEFAULT_PARAMS, balanced_rows, csv_bytes, insert_adapter, insert_corpus, insert_generation, make_text, upload,
@@ -293,6 +293,37 @@ class TestAugmentedExport:
         chunked = exported_rows(export(client, auth, augmentable["corpus_id"], include_real="train"), "jsonl")
         assert chunked == whole
         assert len(whole) >= 6
+
+    def test_a_chunk_of_rows_is_one_write_not_one_per_row(self, db, augmentable, monkeypatch):
+        from app.api.corpora import _export
+
+        monkeypatch.setattr(corpora, "EXPORT_CHUNK", 2)
+        pieces = list(_export(db, augmentable["corpus_id"], "jsonl", None, True))
+        lines = [line for piece in pieces for line in piece.splitlines()]
+        assert len(lines) >= 6 and all(isinstance(piece, bytes) for piece in pieces)
+        # Real rows, then samples, each read 2 at a time: a piece holds one chunk's lines.
+        assert all(1 <= piece.count(b"\n") <= 2 for piece in pieces) and len(pieces) < len(lines)
+        assert [json.loads(line)["synthetic"] for line in lines] == sorted(
+            (json.loads(line)["synthetic"] for line in lines), key=bool)
+
+    def test_postgres_writes_the_same_rows_as_python(self, db, tenant_id, augmentable):
+        """On Postgres the database writes the samples' lines: the same rows as _synthetic_row, escaping included."""
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("the database writes JSON lines on Postgres only")
+        with db.transaction(write=False) as session:
+            corpus = session.get(Corpus, augmentable["corpus_id"])
+            adapter_id = session.scalars(select(Sample.provenance)).first()["adapter_id"]
+        texts = ['she said "no" \\ then\ttab', "caf\u00e9 \u00fc\u4e2d \U0001f600", "line\nbreak \u2028 <|im_end|>"]
+        insert_generation(db, tenant_id, adapter_id, corpus.id, "control", texts)
+        python_rows = [row for chunk in corpora.export_chunks(db, corpus.id, None, False) for row in chunk]
+        database_lines = [line for chunk in corpora.export_sample_lines(db, corpus.id, None) for line in chunk]
+        assert [json.loads(line) for line in database_lines] == python_rows
+        assert [row["text"] for row in python_rows][-3:] == texts
+        with db.transaction() as session:  # provenance written before these fields existed
+            session.execute(update(Sample).where(Sample.corpus_id == corpus.id).values(provenance={"seed": 1}))
+        lines = [json.loads(line) for chunk in corpora.export_sample_lines(db, corpus.id, "control") for line in chunk]
+        rows = [row for chunk in corpora.export_chunks(db, corpus.id, "control", False) for row in chunk]
+        assert lines == rows and rows[0]["sampler"] == "hf" and rows[0]["params"] == {}
 
     def test_held_out_participants_never_appear(self, client, auth, augmentable):
         rows = exported_rows(export(client, auth, augmentable["corpus_id"], include_real="train"), "jsonl")
