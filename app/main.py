@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 
@@ -13,12 +12,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
-from app.admission import RequestAdmission, refuse_nul_bytes
+from app.admission import LoadShedding, RequestAdmission, refuse_nul_bytes
 from app.api import adapters, corpora, datasets, finetune_jobs, generations, prompt_sets, system
 from app.db.outages import RETRY_AFTER_S, outage_reason, unavailable_body
 from app.db.session import Database, JobQueue
 from app.errors import SynthaugError
-from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.metrics import RequestMetrics
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -84,14 +83,8 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None, 
     # Added before the counting middleware, so it runs inside it: its 401s and 413s are counted too.
     app.add_middleware(RequestAdmission, settings=settings)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+    # Outside the admission (a shed request costs no key check), inside the counting (sheds are counted).
+    app.add_middleware(LoadShedding, limit=settings.max_pending_requests)
+    app.add_middleware(RequestMetrics)
 
     return app

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import broker
 from app.db import counts
@@ -127,3 +129,41 @@ def exposition(db: Database, settings: Settings) -> bytes:
     scrape = CollectorRegistry(auto_describe=False)
     scrape.register(ServiceStateCollector(read_state(db, settings)))
     return generate_latest(REGISTRY) + generate_latest(scrape)
+
+
+class RequestMetrics:
+    """Pure ASGI middleware counting requests by method, route and status, and timing them to the start
+    of the response (a stream's length is the client's, not the server's).
+
+    Not Starlette's BaseHTTPMiddleware: that runs the app in a task of its own and relays every body
+    chunk through a memory stream, which cost a fifth of a small request's time here.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        answered = False
+
+        def record(status: int) -> None:
+            # The router writes the matched route into this same scope.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+        async def send_counted(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start" and not answered:
+                answered = True
+                record(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            if not answered:  # an exception the server turns into a 500
+                record(500)

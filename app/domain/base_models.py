@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -119,6 +120,7 @@ def _resolve_package(name: str, entry: _GGUFPackageEntry) -> BaseModelRef:
                         revision=f"{entry.package}=={_package_version(entry.package)}")
 
 
+@lru_cache(maxsize=None)  # read from the package metadata on disk: once per process
 def _package_version(package: str) -> str:
     try:
         return importlib.metadata.version(package.replace("_", "-"))

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
@@ -60,7 +61,8 @@ def create(
     if unknown:
         known = ", ".join(sorted(prompt_set.labels))
         raise InvalidInput(f"label '{unknown[0]}' is not one the adapter was trained on (known: {known})")
-    dataset_id = session.get(FinetuneJob, adapter.job_id).dataset_id
+    # The one column: loading the job would load its adapter too (a selectin relationship).
+    dataset_id = session.scalar(select(FinetuneJob.dataset_id).where(FinetuneJob.id == adapter.job_id))
     corpus = _target_corpus(session, tenant_id, corpus_id, adapter, dataset_id)
     generation = Generation(
         tenant_id=tenant_id,

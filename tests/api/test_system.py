@@ -194,6 +194,34 @@ class TestMetrics:
         names = [family.name for family in text_string_to_metric_families(body)]
         assert len(names) == len(set(names))
 
+    def test_requests_are_counted_by_route_and_status_even_when_the_app_fails(self):
+        import asyncio
+
+        from app.metrics import HTTP_REQUESTS, RequestMetrics
+
+        async def app(scope, receive, send):
+            scope["route"] = type("Route", (), {"path": "/things/{id}"})()
+            if scope["path"] == "/things/1":
+                await send({"type": "http.response.start", "status": 404, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                raise RuntimeError("boom")
+
+        async def nothing():
+            return {"type": "http.request", "body": b""}
+
+        async def ignore(_message):
+            pass
+
+        def count(status: str) -> float:
+            return HTTP_REQUESTS.labels("GET", "/things/{id}", status)._value.get()
+
+        before = count("404"), count("500")
+        asyncio.run(RequestMetrics(app)({"type": "http", "method": "GET", "path": "/things/1"}, nothing, ignore))
+        with pytest.raises(RuntimeError):
+            asyncio.run(RequestMetrics(app)({"type": "http", "method": "GET", "path": "/things/2"}, nothing, ignore))
+        assert (count("404"), count("500")) == (before[0] + 1, before[1] + 1)
+
     def test_job_gauges_follow_the_database(self, client, auth):
         job = queued_job(client, auth)
         body = client.get("/metrics").text
@@ -277,3 +305,71 @@ class TestMetrics:
         assert 'synthaug_http_requests_total{method="GET",route="/healthz",status="200"}' in response.text
         assert sample(response.text, "synthaug_source_up", source="database") == 0.0
         assert "synthaug_jobs{" not in response.text
+
+
+class TestLoadShedding:
+    """Past SYNTHAUG_MAX_PENDING_REQUESTS unanswered requests, one more is a 503 at once."""
+
+    @staticmethod
+    def run(limit: int, paths: list[str]) -> tuple:
+        import asyncio
+
+        from app.admission import LoadShedding
+
+        started: list[str] = []
+        gate = asyncio.Event()
+
+        async def app(scope, receive, send):
+            started.append(scope["path"])
+            if scope["path"] != "/stream":
+                await gate.wait()  # a slow route: it answers once the gate opens
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await gate.wait()  # a stream: its body takes as long again
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        async def one(shedding, path: str, headers=()):
+            messages = []
+
+            async def receive():
+                return {"type": "http.request", "body": b""}
+
+            async def send(message):
+                messages.append(message)
+
+            scope = {"type": "http", "method": "GET", "path": path, "headers": list(headers), "query_string": b""}
+            await shedding(scope, receive, send)
+            start = next(m for m in messages if m["type"] == "http.response.start")
+            body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+            return start["status"], dict(start["headers"]), body
+
+        async def main():
+            shedding = LoadShedding(app, limit)
+            tasks = [asyncio.create_task(one(shedding, path)) for path in paths]
+            await asyncio.sleep(0.05)
+            pending_then = shedding.pending
+            gate.set()
+            results = await asyncio.gather(*tasks)
+            after = await one(shedding, "/later")  # room again once the others answered
+            return results + [after], pending_then, shedding.pending
+
+        results, pending_then, pending_end = asyncio.run(main())
+        return results, started, pending_then, pending_end
+
+    def test_the_request_past_the_limit_is_refused_at_once_and_room_comes_back(self):
+        results, started, pending_then, pending_end = self.run(2, ["/a", "/b", "/c", "/healthz"])
+        statuses = [status for status, _, _ in results]
+        assert statuses == [200, 200, 503, 200, 200]
+        _, headers, body = results[2]
+        assert headers[b"retry-after"] == b"1"
+        assert b"SYNTHAUG_MAX_PENDING_REQUESTS" in body and b"Overloaded" in body
+        assert "/c" not in started  # the refused request never reached the app
+        assert pending_then == 2 and pending_end == 0  # /healthz is never counted nor refused
+
+    def test_a_stream_holds_no_slot_once_it_started(self):
+        results, _, pending_then, _ = self.run(1, ["/stream", "/a"])
+        assert [status for status, _, _ in results] == [200, 200, 200]
+        assert pending_then == 1  # /a; the stream left its slot at its first byte
+
+    def test_zero_turns_it_off(self):
+        results, _, _, _ = self.run(0, ["/a", "/b", "/c"])
+        assert [status for status, _, _ in results] == [200, 200, 200, 200]
