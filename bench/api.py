@@ -16,7 +16,7 @@ queue on ``--redis-url``; no worker runs, so submitted generations stay queued),
 
 The request scenarios are open loop: requests start at a fixed ``--rate`` whatever the answers do, and
 latency counts from each request's scheduled start (a slow server is not excused by the client
-waiting for it). ``--capacity`` adds a closed-loop pass per read scenario (``--concurrency`` clients
+waiting for it). ``--capacity`` adds a closed-loop pass per request scenario (``--concurrency`` clients
 back to back) for the most requests per second. Peak memory is the summed resident memory of the
 server's processes, sampled every 0.1 s. The client shares the machine with the server.
 Not a test: numbers depend on the machine.
@@ -60,8 +60,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=100_000, help="Samples in the exported corpus.")
     parser.add_argument("--exports", type=int, default=2, help="Full exports, one after another.")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes.")
-    parser.add_argument("--capacity", action="store_true", help="Also measure closed-loop rps of the reads.")
+    parser.add_argument("--capacity", action="store_true", help="Also measure closed-loop rps of each request scenario.")
     parser.add_argument("--concurrency", type=int, default=16, help="Clients of the closed-loop passes.")
+    parser.add_argument("--connections", type=int, default=64, help="The client's connection pool.")
     parser.add_argument("--only", nargs="*", default=None, help="A subset of: bare submit metadata samples export.")
     parser.add_argument("--database-url", default=os.environ.get("SYNTHAUG_BENCH_DATABASE_URL", DEFAULT_DATABASE),
                         help="A Postgres database of its own: the benchmark empties it.")
@@ -272,18 +273,28 @@ class Outcome:
 Request = tuple[str, str, dict | None]  # method, path, JSON body
 
 
-async def open_loop(client, name: str, make: callable, rate: float, duration: float) -> Outcome:
-    """Start a request every 1/rate s for ``duration`` s, each timed from its scheduled start."""
+async def open_loop(client, name: str, make: callable, rate: float, duration: float, in_flight: int) -> Outcome:
+    """Start a request every 1/rate s for ``duration`` s, each timed from its scheduled start.
+
+    At most ``in_flight`` are sent at once (the client's pool); later ones wait their turn in a
+    semaphore, not in httpcore's pool, whose request scan grows with the backlog and took the client's
+    whole core when 6,000 requests waited there."""
     outcome = Outcome(name, f"open loop {rate:g}/s")
     loop = asyncio.get_running_loop()
     begin = loop.time() + 0.05
+    turns = asyncio.Semaphore(in_flight)
     pending = []
+
+    async def when_free(request: Request, scheduled: float) -> None:
+        async with turns:
+            await _one(client, request, scheduled, outcome)
+
     for i in range(int(rate * duration)):
         scheduled = begin + i / rate
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        pending.append(asyncio.create_task(_one(client, make(i), scheduled, outcome)))
+        pending.append(asyncio.create_task(when_free(make(i), scheduled)))
     await asyncio.gather(*pending)
     outcome.seconds = loop.time() - begin
     return outcome
@@ -364,7 +375,10 @@ async def run(args: argparse.Namespace, server: Server, ids: Seeded) -> list[Out
     import httpx
 
     wanted = set(args.only or ["bare", "submit", "metadata", "samples", "export"])
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    # A bounded pool: httpcore assigns each request by scanning every connection, and with a backlog of
+    # 1000 connections that scan took the client's whole core (the server sat idle). Requests beyond it
+    # wait in the client, their latency still counted from their scheduled start.
+    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
     headers = {"Authorization": f"Bearer {ids.key}"}
     async with httpx.AsyncClient(base_url=server.base_url, headers=headers, limits=limits,
                                  timeout=httpx.Timeout(30.0)) as client:
@@ -386,10 +400,11 @@ async def run(args: argparse.Namespace, server: Server, ids: Seeded) -> list[Out
         for name, make in requests.items():
             if name not in wanted:
                 continue
-            await open_loop(client, name, make, min(args.rate, 20), 1)  # warm the connections and the pools
-            outcomes.append(await _measured(server, open_loop(client, name, make, args.rate, args.duration)))
+            await open_loop(client, name, make, min(args.rate, 20), 1, args.connections)  # warm the pools
+            outcomes.append(await _measured(server, open_loop(client, name, make, args.rate, args.duration,
+                                                              args.connections)))
             _shown(outcomes[-1])
-            if args.capacity and name != "submit":
+            if args.capacity:
                 outcomes.append(await _measured(
                     server, closed_loop(client, name, make, args.concurrency, args.duration / 2)))
                 _shown(outcomes[-1])
