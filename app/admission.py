@@ -94,10 +94,9 @@ class RequestAdmission:
 
     async def _authenticate(self, scope: Scope, headers: Headers) -> JSONResponse | None:
         """None once the key is good (its tenant kept for get_tenant), else the 401 (or 503) to send."""
-        db: Database = scope["app"].state.db
         raw = auth.presented_key(headers.get("authorization"), headers.get("x-api-key"))
         try:
-            tenant_id = await run_in_threadpool(tenant_of, db, scope["app"].state.settings, raw)
+            tenant_id = await tenant_of(scope["app"].state, raw)
         except Unauthorized as exc:
             return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=CLOSE)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
@@ -195,11 +194,23 @@ class LoadShedding:
             release()
 
 
-def tenant_of(db: Database, settings: Settings, raw_key: str | None) -> str:
-    """The tenant owning ``raw_key`` (401 otherwise), in its own short read: no connection is held
-    between this thread hop and the route's, so requests waiting for a thread hold none."""
+async def tenant_of(state: Any, raw_key: str | None) -> str:
+    """The tenant owning ``raw_key`` (401 otherwise): from the app's key cache, else in its own short
+    read on a thread (no connection is held between this hop and the route's, so requests waiting
+    for a thread hold none)."""
+    settings: Settings = state.settings
+    key_hash = auth.presented_hash(raw_key, settings.key_pepper.get_secret_value())
+    cache: auth.KeyCache = state.key_cache
+    tenant_id = cache.get(key_hash)
+    if tenant_id is None:
+        tenant_id = await run_in_threadpool(_stored_tenant, state.db, key_hash)
+        cache.put(key_hash, tenant_id)
+    return tenant_id
+
+
+def _stored_tenant(db: Database, key_hash: str) -> str:
     with db.transaction(write=False) as session:
-        return auth.authenticate(session, raw_key, settings.key_pepper.get_secret_value())
+        return auth.tenant_of_hash(session, key_hash)
 
 
 def _declared_length(headers: Headers) -> int | None:

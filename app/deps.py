@@ -13,11 +13,12 @@ from app.services import auth
 from app.settings import Settings
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The dependencies that do no I/O are async: FastAPI runs a plain def on a thread, a hop each.
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.db
 
 
@@ -46,10 +47,8 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
 
 
-def get_tenant(
+async def get_tenant(
     request: Request,
-    db: DatabaseDep,
-    settings: SettingsDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> str:
@@ -57,7 +56,7 @@ def get_tenant(
     admitted = getattr(request.state, ADMITTED_TENANT, None)
     if admitted is not None:
         return admitted
-    return tenant_of(db, settings, auth.presented_key(authorization, x_api_key))
+    return await tenant_of(request.app.state, auth.presented_key(authorization, x_api_key))
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]

@@ -18,6 +18,7 @@ from app.db.outages import RETRY_AFTER_S, outage_reason, unavailable_body
 from app.db.session import Database, JobQueue
 from app.errors import SynthaugError
 from app.metrics import RequestMetrics
+from app.services.auth import KeyCache
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None, 
     async def lifespan(app: FastAPI):
         app.state.settings = settings
         app.state.db = db or Database.of(settings, queue)
+        app.state.key_cache = KeyCache(settings.key_cache_seconds)
         yield
         if db is None:
             app.state.db.dispose()

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         description="Requests one API process works on before their responses start; more are a 503 with "
         "Retry-After at once (0: no limit).",
     )
+    key_cache_seconds: float = Field(
+        5.0, ge=0,
+        description="How long an API process trusts a verified key without reading it again; a revoked key is "
+        "refused at most this long after (0: read every request's key).",
+    )
     max_train_batch_tokens: int = Field(
         65_536, ge=1024, description="Fine-tunes: largest batch_size x max_seq_length a job may ask for."
     )

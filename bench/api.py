@@ -188,8 +188,10 @@ class Server:
             if self.process.poll() is not None:
                 raise SystemExit(f"uvicorn exited:\n{self.log_path.read_text()[-3000:]}")
             try:
+                # With --workers > 1 the parent supervises that many children; with 1 it serves itself.
+                processes = self.workers + 1 if self.workers > 1 else 1
                 if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200 and \
-                        len(process_tree(self.process.pid)) > self.workers:
+                        len(process_tree(self.process.pid)) >= processes:
                     return
             except httpx.HTTPError:
                 pass

@@ -54,7 +54,9 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,  # app.logs configures logging, text or JSON
         worker_redirect_stdouts=False,  # pool processes log to stderr themselves, not through a proxy
         worker_send_task_events=True,  # for Flower
-        task_send_sent_event=True,
+        # No "task-sent" event: it was a second Redis publish in every submission (a twentieth of its
+        # time); a queued job is its row, and Flower lists a task from the worker's "received" on.
+        task_send_sent_event=False,
         beat_schedule={
             "reap": {"task": REAP_TASK, "schedule": settings.reaper_interval_s, "options": {"queue": DEFAULT}},
         },

@@ -41,6 +41,18 @@ def list_owned(
     return paginate(session, stmt, model.id, limit=limit, cursor=cursor, newest_first=True)
 
 
+def adapter_with_origin(session: Session, tenant_id: str, adapter_id: str) -> tuple[Adapter, str, Any] | None:
+    """A tenant's adapter, the data set its job trained on and its prompt set row (None if that row is
+    missing), in one round trip: what a generation request needs to know of its adapter."""
+    row = session.execute(
+        select(Adapter, FinetuneJob.dataset_id, PromptSetRow)
+        .join(FinetuneJob, FinetuneJob.id == Adapter.job_id)
+        .outerjoin(PromptSetRow, PromptSetRow.id == Adapter.prompt_set_id)
+        .where(Adapter.id == adapter_id, Adapter.tenant_id == tenant_id)
+    ).one_or_none()
+    return None if row is None else tuple(row)
+
+
 # tenants and keys
 
 def get_tenant_by_name(session: Session, name: str) -> Tenant | None:

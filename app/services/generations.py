@@ -11,19 +11,18 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
 from app.db.base import utcnow
-from app.db.models import TERMINAL_STATUSES, Adapter, Corpus, FinetuneJob, Generation
+from app.db.models import TERMINAL_STATUSES, Adapter, Corpus, Generation
 from app.db.session import enqueue_after_commit, revoke_after_commit
 from app.domain.post_filters import Verdict
 from app.domain.sampling import (
     PROMPT_ALLOWANCE, FilterSettings, FinishReason, SamplerName, SamplingParams, kv_bytes_per_token,
 )
 from app.errors import InvalidInput, JobStateError, NotFound
-from app.services import adapters, corpora, prompt_sets, token_counts
+from app.services import corpora, prompt_sets, token_counts
 from app.settings import Settings
 
 TASK_NAME = "generation.run"
@@ -44,7 +43,10 @@ def create(
     corpus_id: str | None,
 ) -> Generation:
     """A queued generation appending to ``corpus_id`` (or to a new corpus of the adapter's data set)."""
-    adapter = adapters.get(session, tenant_id, adapter_id)
+    found = repo.adapter_with_origin(session, tenant_id, adapter_id)
+    if found is None:
+        raise NotFound(f"adapter '{adapter_id}' not found")
+    adapter, dataset_id, prompt_set_row = found
     sampler = _sampler_for(adapter, sampler, settings.default_sampler)
     available_samplers = settings.available_samplers
     if sampler == SamplerName.OPENAI and params.temperature > OPENAI_MAX_TEMPERATURE:
@@ -56,13 +58,11 @@ def create(
             f"SYNTHAUG_OPENAI_API_KEY"
         )
     check_limits(settings, counts, params, batch_size, sampler, adapter.base_model)
-    prompt_set = prompt_sets.load(prompt_sets.get(session, tenant_id, adapter.prompt_set_id))
+    prompt_set = prompt_sets.load(prompt_set_row or prompt_sets.get(session, tenant_id, adapter.prompt_set_id))
     unknown = sorted(set(counts) - set(prompt_set.labels))
     if unknown:
         known = ", ".join(sorted(prompt_set.labels))
         raise InvalidInput(f"label '{unknown[0]}' is not one the adapter was trained on (known: {known})")
-    # The one column: loading the job would load its adapter too (a selectin relationship).
-    dataset_id = session.scalar(select(FinetuneJob.dataset_id).where(FinetuneJob.id == adapter.job_id))
     corpus = _target_corpus(session, tenant_id, corpus_id, adapter, dataset_id)
     generation = Generation(
         tenant_id=tenant_id,
@@ -114,8 +114,24 @@ def check_limits(
                                extra={"parameter": name, "value": value, "limit": limit})
 
 
+# Per (models root, cache dir, base model): a prepared model's config does not change, and finding
+# it (resolving the name, stat-ing the roots) was a tenth of a submission's time. A model not
+# prepared yet is looked for again next time.
+_KV_BYTES_PER_TOKEN: dict[tuple[str, str, str], int] = {}
+
+
 def _kv_bytes_per_token(settings: Settings, base_model: str) -> int | None:
     """fp32 KV cache bytes per token from the base model's config, when it is prepared on this server."""
+    key = (str(settings.models_dir), str(settings.cache_dir or settings.data_dir), base_model)
+    known = _KV_BYTES_PER_TOKEN.get(key)
+    if known is None:
+        known = _read_kv_bytes_per_token(settings, base_model)
+        if known is not None:
+            _KV_BYTES_PER_TOKEN[key] = known
+    return known
+
+
+def _read_kv_bytes_per_token(settings: Settings, base_model: str) -> int | None:
     try:
         path = token_counts.model_dir(settings, base_model) / "config.json"
         return kv_bytes_per_token(json.loads(path.read_text()), 4) if path.is_file() else None

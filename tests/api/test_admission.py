@@ -17,12 +17,14 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
 
 from app.admission import FORM_ALLOWANCE_BYTES
-from app.db.models import Dataset, FinetuneJob, Record
+from app.db.base import utcnow
+from app.db.models import ApiKey, Dataset, FinetuneJob, Record
 from app.db.session import Database
 from app.main import create_app
+from app.services.auth import KeyCache
 from app.settings import Settings
 from tests.api.factories import balanced_rows, csv_bytes, jsonl_bytes, queued_job, upload, upload_small_dataset
 from tests.conftest import TEST_PEPPER
@@ -286,3 +288,73 @@ class TestReportCap:
         assert len(report["warnings"]) == MAX_LISTED
         assert report["warnings_total"] >= 40 and report["warnings_truncated"] is True
         assert (report["errors"], report["errors_total"], report["errors_truncated"]) == ([], 0, False)
+
+
+class TestKeyCache:
+    """A verified key is trusted for SYNTHAUG_KEY_CACHE_SECONDS without a database read; a revoked one
+    is refused once that passes, and never cached while it is bad."""
+
+    @pytest.fixture
+    def clock(self, monkeypatch) -> list[float]:
+        now = [1000.0]
+        monkeypatch.setattr("app.services.auth.time.monotonic", lambda: now[0])
+        return now
+
+    @staticmethod
+    def key_reads(db) -> list[str]:
+        reads: list[str] = []
+
+        def seen(_conn, _cursor, statement, *_args) -> None:
+            if "FROM api_keys" in statement:
+                reads.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", seen)
+        return reads
+
+    @staticmethod
+    def revoke_all(db) -> None:
+        with db.transaction() as session:
+            session.execute(update(ApiKey).values(revoked_at=utcnow()))
+
+    def test_a_known_key_is_read_once_per_ttl_then_again(self, client, auth, db, clock):
+        reads = self.key_reads(db)
+        assert client.get("/datasets", headers=auth).status_code == 200
+        assert client.post("/prompt-sets", headers=auth, json={}).status_code == 422  # a body: admission
+        assert client.get("/corpora", headers=auth).status_code == 200
+        assert len(reads) == 1
+        clock[0] += 5.0  # the default TTL has passed
+        assert client.get("/datasets", headers=auth).status_code == 200
+        assert len(reads) == 2
+
+    def test_a_revoked_key_is_refused_once_the_ttl_passed(self, client, auth, db, clock):
+        assert client.get("/datasets", headers=auth).status_code == 200
+        self.revoke_all(db)
+        clock[0] += 4.9
+        assert client.get("/datasets", headers=auth).status_code == 200  # within the documented window
+        clock[0] += 0.1
+        for method in ("get", "post"):
+            response = client.request(method, "/datasets", headers=auth)
+            assert response.status_code == 401 and "revoked" in response.json()["detail"]
+
+    def test_bad_keys_are_read_every_time_and_never_kept(self, client, db, clock):
+        reads = self.key_reads(db)
+        for _ in range(3):
+            assert client.get("/datasets", headers={"X-API-Key": "sk_syn_wrong"}).status_code == 401
+        assert len(reads) == 3 and len(client.app.state.key_cache._tenants) == 0
+
+    def test_ttl_zero_reads_every_request(self, settings, db, auth, clock):
+        settings = settings.model_copy(update={"key_cache_seconds": 0})
+        with TestClient(create_app(settings, db=db)) as client:
+            reads = self.key_reads(db)
+            assert client.get("/datasets", headers=auth).status_code == 200
+            self.revoke_all(db)
+            assert client.get("/datasets", headers=auth).status_code == 401
+            assert len(reads) == 2
+
+    def test_the_cache_keeps_the_most_recent_keys_only(self, clock):
+        cache = KeyCache(ttl_s=5, max_entries=2)
+        for name in ("a", "b", "c"):
+            cache.put(name, f"tenant-{name}")
+        assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, "tenant-b", "tenant-c")
+        clock[0] += 5
+        assert cache.get("c") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event
 
 from app.db.models import Adapter, FinetuneJob, Generation
 from app.settings import Settings
@@ -46,6 +47,16 @@ class TestGenerate:
         assert appended.json()["corpus_id"] == corpus_id
         assert [c["id"] for c in client.get("/corpora", headers=auth).json()["data"]] == [corpus_id]
 
+    def test_a_submission_is_three_statements(self, client, auth, adapter_id, db):
+        """The adapter, its job's data set and its prompt set in one read, the corpus, the insert: the
+        key is cached after the first request, and nothing else is read (bench/api.py's submit)."""
+        corpus_id = generate(client, auth, adapter_id, label="control").json()["corpus_id"]
+        statements: list[str] = []
+        event.listen(db.engine, "before_cursor_execute",
+                     lambda _conn, _cursor, statement, *_args: statements.append(statement.split()[0]))
+        assert generate(client, auth, adapter_id, corpus_id=corpus_id).status_code == 202
+        # SAVEPOINT / RELEASE: the test's outer transaction; a server's session sends BEGIN / COMMIT.
+        assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == ["SELECT", "SELECT", "INSERT"]
 
     def test_several_labels_in_one_generation(self, client, auth, adapter_id):
         response = client.post("/generate", headers=auth, json={
