@@ -8,7 +8,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Collection, Iterator
 
 # Errors of a volume that cannot take more bytes: no space, a quota, a file-size limit.
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -70,3 +70,23 @@ def staged_directory(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextmanager
+def removing_unfinished_checkpoints(checkpoints_dir: Path, finished: Callable[[], Collection[Path]]) -> Iterator[None]:
+    """When the block fails, remove the checkpoint directories it began but did not finish: those that
+    appeared during the block and are not in ``finished()`` (the trainer reports a checkpoint once it is
+    whole). A full disk otherwise keeps the half-written one, and with it the space a retry needs.
+    Checkpoints that were there before the block (a resumed job's) are never touched."""
+    before = _checkpoint_dirs(checkpoints_dir)
+    try:
+        yield
+    except BaseException:
+        whole = {Path(path).resolve() for path in finished()}
+        for path in _checkpoint_dirs(checkpoints_dir) - before - whole:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _checkpoint_dirs(checkpoints_dir: Path) -> set[Path]:
+    return {path.resolve() for path in checkpoints_dir.glob("checkpoint-*") if path.is_dir()}

@@ -168,7 +168,15 @@ class _JobReporter:
 
     def on_event(self, event) -> None:
         with self.ctx.db.transaction() as s:
-            job = s.get(FinetuneJob, self.job_id)
+            job = repo.lock_job(s, self.job_id)
+            if not owns(job, self.beat.owner):
+                # Taken over (re-queued as stale, then claimed by another worker) or finished: its
+                # progress, events and checkpoints are the new owner's now; this run stops at its
+                # next should_stop.
+                self.beat.lost.set()
+                log.warning("fine-tune %s is no longer this worker's; its %s event is not written",
+                            self.job_id, event.kind)
+                return
             # Tenants read events: a checkpoint is named by its id, never by its server path.
             data = {k: v for k, v in vars(event).items()
                     if v is not None and k not in ("kind", "message", "data", "path")}

@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import lru_cache, partial
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, JSONType, new_id, utcnow
@@ -201,6 +201,22 @@ class Corpus(Base):
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"), default=None)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = _created()
+
+
+class CorpusTally(Base):
+    """Per corpus, label, status and reject reason ('' for none): how many samples, and the sums of
+    their marker counts. Kept by triggers on samples (migration 0007), never written by the app, so
+    every insert (the workers', a bulk load) counts; GET /corpora/{id} reads these rows, not the samples."""
+
+    __tablename__ = "corpus_tallies"
+    corpus_id: Mapped[str] = mapped_column(ForeignKey("corpora.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    words: Mapped[int] = mapped_column(BigInteger)
+    fillers: Mapped[int] = mapped_column(BigInteger)
+    repetitions: Mapped[int] = mapped_column(BigInteger)
 
 
 class CorpusReport(RunState, Base):

@@ -13,6 +13,7 @@ from app.db.models import (
     Adapter,
     ApiKey,
     Checkpoint,
+    CorpusTally,
     FinetuneJob,
     Generation,
     JobEvent,
@@ -167,26 +168,43 @@ def unfinished(session: Session, model: type) -> Sequence[Any]:
 ACCEPTED = "accepted"
 
 
-def corpus_label_counts(session: Session, corpus_id: str, status: str = ACCEPTED) -> dict[str, int]:
-    stmt = (
-        select(Sample.label, func.count())
-        .where(Sample.corpus_id == corpus_id, Sample.status == status)
-        .group_by(Sample.label)
-    )
-    return {label: count for label, count in session.execute(stmt)}
+class CorpusTallies:
+    """A corpus's tally rows (see CorpusTally), read once, in the shapes the API shows."""
+
+    def __init__(self, rows: Sequence[CorpusTally]) -> None:
+        self.rows = rows
+
+    def label_counts(self) -> dict[str, int]:
+        """Accepted samples per label."""
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            if row.status == ACCEPTED:
+                counts[row.label] = counts.get(row.label, 0) + row.n
+        return counts
+
+    def reject_counts(self) -> dict[str, dict[str | None, int]]:
+        """Rejected candidates per label and reason."""
+        counts: dict[str, dict[str | None, int]] = {}
+        for row in self.rows:
+            if row.status != ACCEPTED:
+                reasons = counts.setdefault(row.label, {})
+                reason = row.reason or None
+                reasons[reason] = reasons.get(reason, 0) + row.n
+        return counts
+
+    def marker_sums(self) -> dict[str, tuple[int, int, int, int]]:
+        """Per label of the accepted samples: (count, words, fillers, repetitions)."""
+        return {row.label: (row.n, row.words, row.fillers, row.repetitions)
+                for row in self.rows if row.status == ACCEPTED}
 
 
-def corpus_reject_counts(session: Session, corpus_id: str) -> dict[str, dict[str, int]]:
-    """Rejected candidates per label and reason."""
-    stmt = (
-        select(Sample.label, Sample.reject_reason, func.count())
-        .where(Sample.corpus_id == corpus_id, Sample.status != ACCEPTED)
-        .group_by(Sample.label, Sample.reject_reason)
-    )
-    counts: dict[str, dict[str, int]] = {}
-    for label, reason, count in session.execute(stmt):
-        counts.setdefault(label, {})[reason] = count
-    return counts
+def corpus_tallies(session: Session, corpus_id: str) -> CorpusTallies:
+    """The corpus's tallies: a few rows, whatever the number of samples."""
+    rows = session.scalars(
+        select(CorpusTally).where(CorpusTally.corpus_id == corpus_id, CorpusTally.n > 0)
+        .order_by(CorpusTally.label, CorpusTally.status, CorpusTally.reason)
+    ).all()
+    return CorpusTallies(rows)
 
 
 def list_samples(
@@ -289,18 +307,6 @@ def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         index_elements=[Sample.generation_id, Sample.label, Sample.index]
     ).returning(Sample.id)
     return len(session.execute(stmt).all())
-
-
-def corpus_marker_sums(session: Session, corpus_id: str) -> dict[str, tuple[int, int, int, int]]:
-    """Per label of the accepted samples: (count, words, fillers, repetitions), summed in the database."""
-    stmt = (
-        select(Sample.label, func.count(), *(func.coalesce(func.sum(column), 0) for column in
-                                             (Sample.marker_words, Sample.marker_fillers, Sample.marker_repetitions)))
-        .where(Sample.corpus_id == corpus_id, Sample.status == ACCEPTED)
-        .group_by(Sample.label)
-    )
-    return {label: (int(n), int(words), int(fillers), int(repetitions))
-            for label, n, words, fillers, repetitions in session.execute(stmt)}
 
 
 def drawn_samples(session: Session, corpus_id: str) -> Sequence[Any]:

@@ -46,14 +46,15 @@ def list_for(session: Session, tenant_id: str, *, limit: int, cursor: str | None
 def detail(session: Session, tenant_id: str, corpus_id: str) -> dict[str, Any]:
     """Metadata, accepted samples per label, rejected candidates per label and reason, and quality."""
     corpus = get(session, tenant_id, corpus_id)
+    tallies = repo.corpus_tallies(session, corpus.id)
     return {
         "id": corpus.id,
         "name": corpus.name,
         "dataset_id": corpus.dataset_id,
         "created_at": corpus.created_at,
-        "counts": label_counts(session, corpus.id),
-        "rejected": repo.corpus_reject_counts(session, corpus.id),
-        "quality": quality(session, corpus.id),
+        "counts": tallies.label_counts(),
+        "rejected": tallies.reject_counts(),
+        "quality": _quality(tallies),
     }
 
 
@@ -103,12 +104,12 @@ def check_export(
 
 
 def label_counts(session: Session, corpus_id: str) -> dict[str, int]:
-    return repo.corpus_label_counts(session, corpus_id)
+    return repo.corpus_tallies(session, corpus_id).label_counts()
 
 
-def quality(session: Session, corpus_id: str) -> dict[str, Any]:
+def _quality(tallies: repo.CorpusTallies) -> dict[str, Any]:
     """Per-label linguistic markers of the accepted synthetic texts, from the counts stored per sample."""
-    return {label: rates(*sums) for label, sums in sorted(repo.corpus_marker_sums(session, corpus_id).items())}
+    return {label: rates(*sums) for label, sums in sorted(tallies.marker_sums().items())}
 
 
 def sample_to_dict(sample: Sample) -> dict[str, Any]:

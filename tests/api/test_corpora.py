@@ -7,7 +7,7 @@ import io
 import json
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, select, update
 
 from app.db import repositories as repo
 from app.db.base import utcnow
@@ -93,8 +93,33 @@ class TestDetail:
             event.remove(db.engine, "before_cursor_execute", record)
         assert corpus["quality"] == {"control": summarise(CONTROL_TEXTS), "impaired": summarise([late])}
         assert corpus["quality"]["impaired"]["repetitions_per_100_words"] > 0
-        reads = [s for s in statements if "FROM samples" in s]
-        assert reads and not [s for s in reads if "samples.text" in s]
+        # The tallies the triggers keep: a handful of rows, whatever the corpus's size.
+        assert [s for s in statements if "FROM corpus_tallies" in s]
+        assert not [s for s in statements if "FROM samples" in s]
+
+    def test_a_sample_stored_twice_counts_once_and_a_deleted_one_not_at_all(self, client, auth, db, tenant_id,
+                                                                             adapter_id):
+        corpus_id = insert_corpus(db, tenant_id)
+        generation_id = insert_generation(db, tenant_id, adapter_id, corpus_id, "control", CONTROL_TEXTS,
+                                          rejected=[("cut", "truncated")])
+        other = insert_generation(db, tenant_id, adapter_id, corpus_id, "impaired", ["uh the the boy"])
+        late = [dict(corpus_id=corpus_id, generation_id=generation_id, index=50 + i, label="control", text=text,
+                     status="accepted", checks={}, provenance={}, created_at=utcnow())
+                for i, text in enumerate(["the girl waves", "the boy falls"])]
+        for _ in range(2):  # a redelivered chunk: ON CONFLICT DO NOTHING stores, and counts, each once
+            with db.transaction() as session:
+                repo.insert_samples(session, late)
+        corpus = client.get(f"/corpora/{corpus_id}", headers=auth).json()
+        texts = CONTROL_TEXTS + ["the girl waves", "the boy falls"]
+        assert corpus["counts"] == {"control": len(texts), "impaired": 1}
+        assert corpus["rejected"] == {"control": {"truncated": 1}}
+        assert corpus["quality"]["control"] == summarise(texts)
+        with db.transaction() as session:
+            session.execute(delete(Sample).where(Sample.generation_id == other))
+            session.execute(delete(Sample).where(Sample.generation_id == generation_id, Sample.index == 50))
+        corpus = client.get(f"/corpora/{corpus_id}", headers=auth).json()
+        assert corpus["counts"] == {"control": len(texts) - 1}
+        assert corpus["quality"] == {"control": summarise(CONTROL_TEXTS + ["the boy falls"])}
 
     def test_empty_corpus(self, client, auth, db, tenant_id):
         corpus_id = insert_corpus(db, tenant_id)

@@ -95,7 +95,8 @@ def free_bytes(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def jobs(stack, volume) -> dict:
-    """A job that fits, then the same job with room for its checkpoint and half its adapter."""
+    """A job that fits, then the same job with room for its checkpoint and half its adapter, then with
+    room for half its checkpoint."""
     r = stack.client.post("/datasets", headers=stack.headers,
                           files={"file": ("a.csv", EXAMPLE_CSV.read_bytes(), "text/csv")})
     assert r.status_code == 201, r.text
@@ -110,7 +111,14 @@ def jobs(stack, volume) -> dict:
         starved = finetune(stack, dataset_id)
     finally:
         (volume / "filler").unlink()
-    return {"fitted": fitted, "starved": starved, "dir": volume / "jobs" / starved["id"]}
+    with open(volume / "filler", "wb") as filler:
+        os.posix_fallocate(filler.fileno(), 0, free_bytes(volume) - checkpoint_bytes // 2)
+    try:
+        checkpoint_starved = finetune(stack, dataset_id)
+    finally:
+        (volume / "filler").unlink()
+    return {"fitted": fitted, "starved": starved, "dir": volume / "jobs" / starved["id"],
+            "checkpoint_starved": checkpoint_starved}
 
 
 class TestDiskFullWhileWritingTheAdapter:
@@ -138,6 +146,19 @@ class TestDiskFullWhileWritingTheAdapter:
 
 
 class TestDiskFullWhileWritingACheckpoint:
+    def test_the_job_fails_and_the_half_written_checkpoint_is_removed(self, stack, jobs, volume):
+        """The trainer wrote part of checkpoint-1 before the volume filled: the job fails saying so, and
+        neither that directory (which held the space a retry needs) nor a row naming it is left."""
+        starved = jobs["checkpoint_starved"]
+        assert starved["status"] == "failed"
+        assert "no space left on the artifact volume while writing a checkpoint" in starved["error"]
+        job_dir = volume / "jobs" / starved["id"]
+        assert list((job_dir / "checkpoints").glob("checkpoint-*")) == []
+        assert not (job_dir / "adapter").exists() and starved["adapter_id"] is None
+        with stack.db.transaction() as s:
+            assert s.scalar(select(func.count()).select_from(Checkpoint)
+                            .where(Checkpoint.job_id == starved["id"])) == 0
+
     def test_torch_save_on_a_full_volume_is_reported_as_a_full_disk(self, tmp_path):
         """torch.save, which writes a checkpoint's optimizer state, says only "unexpected pos" on ENOSPC."""
         with small_volume(tmp_path, 1024 * 1024), pytest.raises(DiskFull, match="while writing a checkpoint"):

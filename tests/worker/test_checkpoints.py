@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 from app.db import repositories as repo
 from app.db.models import Adapter, Checkpoint, FinetuneJob
@@ -27,6 +29,14 @@ def _job_with_checkpoints(db, settings, tmp_path, steps) -> tuple[str, Path, dic
             (dirs[step] / "adapter_model.safetensors").write_bytes(b"w" * 64)
             s.add(Checkpoint(job_id=job_id, step=step, epoch=float(step), path=str(dirs[step])))
     return job_id, job_dir, dirs
+
+
+def _running(db, job_id: str, owner: str = "worker-1") -> SimpleNamespace:
+    """The job marked running by ``owner``, and that owner's heartbeat as the reporter sees it."""
+    with db.transaction() as s:
+        job = s.get(FinetuneJob, job_id)
+        job.status, job.owner = "running", owner
+    return SimpleNamespace(owner=owner, lost=threading.Event())
 
 
 def _stored_steps(db, job_id: str) -> list[int]:
@@ -68,7 +78,8 @@ def test_files_outside_the_jobs_directory_are_left_alone(db, settings, auth, tmp
 def test_the_runner_prunes_as_the_trainer_reports_checkpoints(db, settings, auth, tmp_path):
     """The trainer's checkpoint events, as a six-epoch job sends them: at most keep_checkpoints stay."""
     job_id, job_dir, _ = _job_with_checkpoints(db, settings, tmp_path, [])
-    reporter = _JobReporter(WorkerContext(settings.model_copy(update={"keep_checkpoints": 2}), db), job_id, beat=None)
+    reporter = _JobReporter(WorkerContext(settings.model_copy(update={"keep_checkpoints": 2}), db), job_id,
+                            beat=_running(db, job_id))
     saved = []
     for epoch in range(1, 7):
         saved.append(job_dir / "checkpoints" / f"checkpoint-{epoch * 4}")
@@ -77,3 +88,25 @@ def test_the_runner_prunes_as_the_trainer_reports_checkpoints(db, settings, auth
                                      epoch=float(epoch), path=str(saved[-1])))
     assert _stored_steps(db, job_id) == [20, 24]
     assert [path.name for path in saved if path.exists()] == ["checkpoint-20", "checkpoint-24"]
+
+
+def test_a_worker_that_lost_its_job_writes_nothing_more(db, settings, auth, tmp_path):
+    """Re-queued as stale and claimed by another worker: the old run's events, progress and checkpoints
+    are dropped (the new owner's stay as they are), and the old run is told to stop."""
+    job_id, job_dir, _ = _job_with_checkpoints(db, settings, tmp_path, [])
+    old = _running(db, job_id, owner="worker-old")
+    reporter = _JobReporter(WorkerContext(settings, db), job_id, beat=old)
+    reporter.on_event(TrainEvent("metrics", "step 3", step=3, total_steps=24, loss=2.5))
+    with db.transaction() as s:
+        s.get(FinetuneJob, job_id).owner = "worker-new"
+        events_before = len(repo.events_after(s, job_id, 0, 1000))
+    checkpoint = job_dir / "checkpoints" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    reporter.on_event(TrainEvent("metrics", "step 4", step=4, total_steps=24, loss=9.9))
+    reporter.on_event(TrainEvent("checkpoint", "checkpoint at step 4", step=4, total_steps=24, epoch=1.0,
+                                 path=str(checkpoint)))
+    with db.transaction() as s:
+        job = s.get(FinetuneJob, job_id)
+        assert (job.step, job.metrics["loss"], job.owner) == (3, 2.5, "worker-new")
+        assert len(repo.events_after(s, job_id, 0, 1000)) == events_before
+    assert _stored_steps(db, job_id) == [] and old.lost.is_set() and reporter.should_stop()

@@ -16,7 +16,7 @@ from transformers import BitsAndBytesConfig, PrinterCallback, TrainerCallback, s
 from trl import SFTConfig, SFTTrainer
 
 from app.domain.base_models import default_target_modules, resolve_base_model
-from worker.artifacts import reporting_disk_full, staged_directory
+from worker.artifacts import removing_unfinished_checkpoints, reporting_disk_full, staged_directory
 from worker.models import ADAPTER_MANIFEST, load_model, load_tokenizer, materialize_base_model, nf4_config
 from worker.prompt_format import completion_text, encode_completion, encode_prompt, render_prompt
 from worker.training.base import Example, TrainEvent, TrainResult, TrainSpec
@@ -170,7 +170,10 @@ class HFTrainer:
             configs.fallbacks.append(note)
             on_event(TrainEvent("fallback", note))
         on_event(TrainEvent("message", f"training {spec.method} on {len(train_examples)} examples ({device})"))
-        with reporting_disk_full("a checkpoint", spec.output_dir):
+        # The unfinished checkpoint goes after the failure was judged: its removal frees the space that
+        # tells a full disk from another failure.
+        with removing_unfinished_checkpoints(Path(configs.sft.output_dir), lambda: callback.saved), \
+                reporting_disk_full("a checkpoint", spec.output_dir):
             output = trainer.train(resume_from_checkpoint=str(spec.resume_from) if spec.resume_from else None)
 
         adapter_dir = Path(spec.output_dir) / "adapter"
@@ -192,6 +195,7 @@ class _EventCallback(TrainerCallback):
         self.should_stop = should_stop
         self.stopped = False
         self.last_eval: dict[str, float] = {}
+        self.saved: list[Path] = []  # checkpoints written whole (on_save comes after the save)
         # (time.monotonic(), num_tokens) at the previous training log
         self._previous_log: tuple[float, int] | None = None
 
@@ -257,6 +261,7 @@ class _EventCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.saved.append(path)
         self.on_event(
             TrainEvent("checkpoint", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch, path=str(path))
         )
