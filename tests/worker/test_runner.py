@@ -19,7 +19,7 @@ from tests.api.factories import balanced_rows, csv_bytes
 from tests.conftest import EXAMPLE_CSV, RecordingQueue
 from worker.context import WorkerContext
 from worker.reaper import reap
-from worker.runner import run_finetune
+from worker.runner import job_dir, run_finetune
 from worker.training import get_trainer
 
 pytestmark = pytest.mark.slow
@@ -360,6 +360,10 @@ class TestCancel:
         assert max(e["data"]["step"] for e in events if e["kind"] == "metrics") == job["step"]
         with stack.db.transaction() as s:
             assert s.scalar(select(func.count()).select_from(Adapter).where(Adapter.job_id == job_id)) == 0
+        # Nothing written where an adapter goes: a run stopped because another worker took its job
+        # over would otherwise replace that worker's adapter in the job's directory.
+        assert not (job_dir(stack.ctx.settings, job_id) / "adapter").exists()
+        assert events[-2]["message"].startswith("training stopped at step")
 
 
 class TestRecovery:

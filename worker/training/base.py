@@ -46,9 +46,10 @@ class TrainEvent:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The final adapter directory, the last metrics, the fallbacks applied, and whether cancelled."""
+    """The final adapter directory (None when stopped: a stopped run saves none), the last metrics,
+    the fallbacks applied, and whether it was stopped (cancelled, or the job taken over)."""
 
-    adapter_dir: Path
+    adapter_dir: Path | None
     metrics: dict[str, Any]
     fallbacks: list[str]
     stopped: bool

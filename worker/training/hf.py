@@ -176,15 +176,21 @@ class HFTrainer:
                 reporting_disk_full("a checkpoint", spec.output_dir):
             output = trainer.train(resume_from_checkpoint=str(spec.resume_from) if spec.resume_from else None)
 
+        metrics = {**output.metrics, "global_step": trainer.state.global_step, **callback.last_eval}
+        if callback.stopped:
+            # Cancelled, or taken over by another worker after a missed heartbeat: no adapter is
+            # registered either way, and the job's directory may be the new owner's by now (writing
+            # ours there would replace its adapter).
+            on_event(TrainEvent("message", f"training stopped at step {trainer.state.global_step}; no adapter "
+                                "saved", data=metrics))
+            return TrainResult(None, metrics, configs.fallbacks, stopped=True)
         adapter_dir = Path(spec.output_dir) / "adapter"
         with reporting_disk_full("the adapter", spec.output_dir), staged_directory(adapter_dir) as staging:
             trainer.save_model(str(staging))
             _name_base_model_not_its_path(staging, model_dir, spec.base_model)
             _write_manifest(staging, spec, ref.revision)
-        metrics = {**output.metrics, "global_step": trainer.state.global_step, **callback.last_eval}
-        status = "stopped early" if callback.stopped else "finished"
-        on_event(TrainEvent("message", f"training {status}; adapter saved", path=str(adapter_dir), data=metrics))
-        return TrainResult(adapter_dir, metrics, configs.fallbacks, callback.stopped)
+        on_event(TrainEvent("message", "training finished; adapter saved", path=str(adapter_dir), data=metrics))
+        return TrainResult(adapter_dir, metrics, configs.fallbacks, stopped=False)
 
 
 class _EventCallback(TrainerCallback):
