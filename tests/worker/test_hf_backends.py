@@ -151,7 +151,10 @@ class TestCancel:
         assert run.result.stopped
         assert [e.step for e in run.events if e.kind == "metrics"] == [1]
         assert not [e for e in run.events if e.kind in ("checkpoint", "eval")]
-        assert (run.result.adapter_dir / "adapter_config.json").is_file()
+        # A stopped run saves no adapter: none is registered, and after a takeover the job's directory
+        # is another worker's.
+        assert run.result.adapter_dir is None and not (spec.output_dir / "adapter").exists()
+        assert run.events[-1].message == "training stopped at step 1; no adapter saved"
 
 
 class TestSampling:
