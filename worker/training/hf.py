@@ -130,6 +130,12 @@ class HFTrainer:
         configs = build_configs(spec, approx_params=ref.approx_params, device=device, has_eval=bool(eval_examples))
         for fallback in configs.fallbacks:
             on_event(TrainEvent("fallback", fallback))
+
+        def fall_back(note: str) -> None:
+            """A fallback decided once the model is loaded: recorded in the result and as an event."""
+            configs.fallbacks.append(note)
+            on_event(TrainEvent("fallback", note))
+
         if not eval_examples and spec.hyperparameters.eval_each_epoch:
             on_event(TrainEvent("message", "no validation examples: per-epoch evaluation skipped"))
         _quiet_progress_bars()
@@ -147,10 +153,8 @@ class HFTrainer:
             if device == "cpu":
                 unpacked = unpack_frozen_base(model, spec.unpacked_base_max_bytes)
                 if unpacked:
-                    note = (f"QLoRA on CPU: the frozen nf4 base weights are unpacked once ({unpacked / 2**20:.0f} MiB, "
-                            "the same values) instead of at every matmul")
-                    configs.fallbacks.append(note)
-                    on_event(TrainEvent("fallback", note))
+                    fall_back(f"QLoRA on CPU: the frozen nf4 base weights are unpacked once ({unpacked / 2**20:.0f} "
+                              "MiB, the same values) instead of at every matmul")
         model = get_peft_model(model, configs.lora)
 
         callback = _EventCallback(on_event, should_stop)
@@ -165,10 +169,8 @@ class HFTrainer:
         # With tqdm off, the Trainer prints every log dict to stdout; events carry them instead.
         trainer.remove_callback(PrinterCallback)
         if configs.quantization is not None and device == "cpu" and _trainable_to_float32(model):
-            note = ("QLoRA on CPU: LoRA weights kept in fp32, the compute dtype here (TRL casts them to bf16, "
-                    "which the CPU would convert on every layer)")
-            configs.fallbacks.append(note)
-            on_event(TrainEvent("fallback", note))
+            fall_back("QLoRA on CPU: LoRA weights kept in fp32, the compute dtype here (TRL casts them to bf16, "
+                      "which the CPU would convert on every layer)")
         on_event(TrainEvent("message", f"training {spec.method} on {len(train_examples)} examples ({device})"))
         # The unfinished checkpoint goes after the failure was judged: its removal frees the space that
         # tells a full disk from another failure.
